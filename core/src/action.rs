@@ -1,0 +1,105 @@
+//! What the server asks its caller to do next: [`Action`]; and the caller's mistakes in
+//! reporting back: [`ReportError`].
+
+use core::fmt;
+
+use crate::conn::{CloseReason, ConnId};
+use crate::time::Instant;
+
+/// The next operation, from [`Server::poll`](crate::Server::poll).
+///
+/// Every `Accept`, `Recv` and `Send` must be reported with the matching `on_*` call before
+/// the next `poll` (a `poll` without a report counts the operation as not done).
+/// `Shutdown` and `Close` need no report.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "an action is an operation the caller must perform"]
+pub enum Action<'a> {
+    /// Try to accept one connection, then report with
+    /// [`on_accepted`](crate::Server::on_accepted) or
+    /// [`on_accept_error`](crate::Server::on_accept_error).
+    Accept,
+    /// Try to read into `buf`, then report with [`on_recv`](crate::Server::on_recv).
+    ///
+    /// `buf` is free space in the connection's own buffer: reading straight into it costs
+    /// no copy, and its size is the backpressure window.
+    Recv {
+        /// The connection to read.
+        conn: ConnId,
+        /// Where to read to.
+        buf: &'a mut [u8],
+    },
+    /// Try to write `bytes`, the oldest pending output of `conn`, then report with
+    /// [`on_send`](crate::Server::on_send). Partial writes are normal.
+    Send {
+        /// The connection to write.
+        conn: ConnId,
+        /// What to write.
+        bytes: &'a [u8],
+    },
+    /// Every byte is flushed: shut down the write side of `conn` (TCP FIN).
+    Shutdown {
+        /// The connection to shut down.
+        conn: ConnId,
+    },
+    /// Release the socket of `conn`. Its id is stale from now on.
+    Close {
+        /// The connection to close.
+        conn: ConnId,
+        /// Why, for logs.
+        reason: CloseReason,
+    },
+    /// Nothing to do before `until`; `None` means "until readiness changes" (only in
+    /// [`Scheduling::Readiness`](crate::Scheduling::Readiness)). Never in the past.
+    Wait {
+        /// When to poll again at the latest.
+        until: Option<Instant>,
+    },
+    /// A graceful shutdown has completed: every connection is closed and the server will
+    /// ask for nothing more.
+    Finished,
+}
+
+/// A report that does not fit what the server asked for: a bug in the caller, never a
+/// network condition (peer misbehaviour is reported as an outcome, not an error).
+///
+/// The server's state is unchanged by a call that returns an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// The connection was closed: its id is stale (or was never issued).
+    StaleConn(ConnId),
+    /// The last [`Action`] was not this operation on this connection.
+    Unexpected,
+    /// More bytes reported than the action's buffer held.
+    Overrun {
+        /// Bytes reported.
+        reported: usize,
+        /// The buffer's length.
+        max: usize,
+    },
+}
+
+impl fmt::Display for ReportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::StaleConn(id) => write!(f, "connection {id} is closed (stale id)"),
+            Self::Unexpected => f.write_str("report does not match the last action"),
+            Self::Overrun { reported, max } => {
+                write!(f, "reported {reported} bytes for a buffer of {max}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for ReportError {}
+
+/// The answer to [`on_accepted`](crate::Server::on_accepted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a refused connection must be closed by the caller"]
+pub enum Admission {
+    /// Admitted under this id: keep its socket under `id.index()`.
+    Admitted(ConnId),
+    /// Every slot is taken: close the new socket at once (counted in
+    /// [`Stats::refused`](crate::Stats::refused)).
+    Refused,
+}

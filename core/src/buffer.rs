@@ -1,0 +1,176 @@
+//! The buffer slab: a caller-provided byte arena cut into equal blocks, lent to a
+//! connection only while it holds data.
+//!
+//! Written by hand because `heapless::pool` manages `'static` blocks of a size fixed at
+//! compile time, while nbecho's block size and count come from the command line and its
+//! arena from the caller (a `static` array or one `Vec` made at start-up).
+//!
+//! Free blocks form an intrusive LIFO list: a free block's first four bytes hold the index
+//! of the next free block, so the list needs no storage of its own. Blocks are handed out
+//! from the list first (the most recently used, still in cache) and only then from the
+//! never-used tail, so on an OS that commits memory lazily the arena's untouched pages
+//! never cost resident memory.
+
+use crate::conn::NIL;
+
+/// Why [`Storage::new`](crate::Storage::new) refused its arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// There must be at least one connection slot.
+    NoSlots,
+    /// Blocks must hold at least [`MIN_BLOCK`] bytes.
+    BlockTooSmall,
+    /// The arena holds no whole block.
+    NoBlocks,
+    /// More than `u32::MAX - 1` slots, blocks, or bytes in a block.
+    TooLarge,
+}
+
+impl core::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::NoSlots => "at least one connection slot is needed",
+            Self::BlockTooSmall => "the buffer size is below the minimum of 16 bytes",
+            Self::NoBlocks => "the buffer arena is smaller than one buffer",
+            Self::TooLarge => "too many slots or buffers, or a buffer too large",
+        })
+    }
+}
+
+impl core::error::Error for StorageError {}
+
+/// The smallest block: room for the free-list link, and below it echoing makes no sense.
+pub const MIN_BLOCK: usize = 16;
+
+#[derive(Debug)]
+pub(crate) struct Pool<'a> {
+    arena: &'a mut [u8],
+    block_size: u32,
+    blocks: u32,
+    /// Head of the intrusive free list.
+    free: u32,
+    /// Blocks at or above this index have never been lent.
+    fresh: u32,
+    in_use: u32,
+}
+
+impl<'a> Pool<'a> {
+    pub(crate) fn new(arena: &'a mut [u8], block_size: usize) -> Result<Self, StorageError> {
+        if block_size < MIN_BLOCK {
+            return Err(StorageError::BlockTooSmall);
+        }
+        let blocks = arena.len() / block_size;
+        if blocks == 0 {
+            return Err(StorageError::NoBlocks);
+        }
+        let too_large = |n: usize| n >= NIL as usize;
+        if too_large(block_size) || too_large(blocks) {
+            return Err(StorageError::TooLarge);
+        }
+        Ok(Self {
+            arena,
+            block_size: block_size as u32,
+            blocks: blocks as u32,
+            free: NIL,
+            fresh: 0,
+            in_use: 0,
+        })
+    }
+
+    pub(crate) fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    pub(crate) fn blocks(&self) -> u32 {
+        self.blocks
+    }
+
+    pub(crate) fn in_use(&self) -> u32 {
+        self.in_use
+    }
+
+    /// Lends a block, or `None` when all are lent.
+    pub(crate) fn alloc(&mut self) -> Option<u32> {
+        let block = if self.free != NIL {
+            let block = self.free;
+            let link = self.range(block, 0, 4);
+            let next = u32::from_le_bytes([
+                self.arena[link.start],
+                self.arena[link.start + 1],
+                self.arena[link.start + 2],
+                self.arena[link.start + 3],
+            ]);
+            // A link is only ever written by `release`; anything out of range would be a
+            // bug, and ends the list rather than lending a wrong block.
+            self.free = if next < self.blocks { next } else { NIL };
+            block
+        } else if self.fresh < self.blocks {
+            self.fresh += 1;
+            self.fresh - 1
+        } else {
+            return None;
+        };
+        self.in_use += 1;
+        Some(block)
+    }
+
+    /// Takes a block back.
+    pub(crate) fn release(&mut self, block: u32) {
+        debug_assert!(block < self.blocks);
+        let link = self.range(block, 0, 4);
+        self.arena[link].copy_from_slice(&self.free.to_le_bytes());
+        self.free = block;
+        self.in_use -= 1;
+    }
+
+    /// The arena range of `len` bytes at `offset` inside `block`.
+    pub(crate) fn range(&self, block: u32, offset: u32, len: u32) -> core::ops::Range<usize> {
+        let start = block as usize * self.block_size as usize + offset as usize;
+        start..start + len as usize
+    }
+
+    pub(crate) fn bytes(&self, range: core::ops::Range<usize>) -> &[u8] {
+        &self.arena[range]
+    }
+
+    pub(crate) fn bytes_mut(&mut self, range: core::ops::Range<usize>) -> &mut [u8] {
+        &mut self.arena[range]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lends_every_block_once_then_reuses_the_most_recent() {
+        let mut arena = [0u8; 64];
+        let mut pool = Pool::new(&mut arena, 16).unwrap();
+        assert_eq!(pool.blocks(), 4);
+        let got: [u32; 4] = core::array::from_fn(|_| pool.alloc().unwrap());
+        assert_eq!(got, [0, 1, 2, 3]);
+        assert_eq!(pool.alloc(), None);
+        pool.release(1);
+        pool.release(3);
+        assert_eq!(pool.in_use(), 2);
+        assert_eq!(pool.alloc(), Some(3), "LIFO: the block still in cache");
+        assert_eq!(pool.alloc(), Some(1));
+        assert_eq!(pool.alloc(), None);
+    }
+
+    #[test]
+    fn rejects_bad_geometry() {
+        let mut arena = [0u8; 64];
+        assert_eq!(
+            Pool::new(&mut arena, 8).unwrap_err(),
+            StorageError::BlockTooSmall
+        );
+        assert_eq!(
+            Pool::new(&mut arena, 128).unwrap_err(),
+            StorageError::NoBlocks
+        );
+        let pool = Pool::new(&mut arena, 20).unwrap();
+        assert_eq!(pool.blocks(), 3, "a partial block at the end is not used");
+    }
+}

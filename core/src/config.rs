@@ -1,0 +1,58 @@
+//! Tuning knobs of the [`Server`](crate::Server): timeouts, back-off, fairness, scheduling.
+
+use crate::time::Duration;
+
+/// How the caller learns that a connection may make progress.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Scheduling {
+    /// The textbook loop: every polling pass tries every connection (and `accept`); a
+    /// would-block means "next pass". Passes that make no progress back off with a growing
+    /// [`Action::Wait`](crate::Action::Wait), so an idle server sleeps.
+    #[default]
+    Polling,
+    /// A readiness source (epoll, smoltcp socket state) reports what became ready with
+    /// [`Server::on_ready`](crate::Server::on_ready) and
+    /// [`Server::on_listener_ready`](crate::Server::on_listener_ready); only those are
+    /// tried, and with nothing ready the server waits for readiness or its next timer.
+    Readiness,
+}
+
+/// Server configuration. Build it from [`Config::default`] and change fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Polling or readiness-driven.
+    pub scheduling: Scheduling,
+    /// Close a connection that made no progress (nothing received or sent) for this long.
+    /// `None` turns it off. Default: 300 s.
+    pub idle_timeout: Option<Duration>,
+    /// Operations (receives and sends) one connection may take per visit before the next
+    /// connection's turn: round-robin fairness. At least 1; default 4.
+    pub visit_budget: u16,
+    /// First [`Wait`](crate::Action::Wait) after a polling pass without progress.
+    /// Default 50 µs.
+    pub idle_backoff_min: Duration,
+    /// The idle back-off doubles up to this. Default 10 ms: an idle polling server makes
+    /// at most 100 passes a second.
+    pub idle_backoff_max: Duration,
+    /// First pause of `accept` after it failed (for example out of file descriptors).
+    /// Default 10 ms.
+    pub accept_backoff_min: Duration,
+    /// The accept pause doubles up to this, while failures go on. Default 1 s. A closed
+    /// connection (a freed descriptor) ends the pause early.
+    pub accept_backoff_max: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            scheduling: Scheduling::Polling,
+            idle_timeout: Some(Duration::from_secs(300)),
+            visit_budget: 4,
+            idle_backoff_min: Duration::from_micros(50),
+            idle_backoff_max: Duration::from_millis(10),
+            accept_backoff_min: Duration::from_millis(10),
+            accept_backoff_max: Duration::from_secs(1),
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Connections: generational [`ConnId`]s, the [`ConnState`] machine, [`CloseReason`]s and
+//! the fixed per-connection header [`Slot`] that the caller provides storage for.
+
+use core::fmt;
+
+use embedded_io::ErrorKind;
+
+use crate::time::Instant;
+
+/// Names one connection for as long as it lives.
+///
+/// Ids are generational: when a connection is closed its slot's generation moves on, so
+/// an id kept after [`Action::Close`](crate::Action::Close) is *stale* and every call that
+/// takes it answers [`ReportError::StaleConn`](crate::ReportError::StaleConn) instead of
+/// touching whichever connection reuses the slot. (The generation is 32 bits: an id would
+/// alias only after its slot was reused 2^32 times.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+}
+
+impl ConnId {
+    /// The slot index, `0..capacity`: a dense key for the caller's own per-connection
+    /// table (its sockets). At most one live connection has a given index.
+    pub const fn index(self) -> usize {
+        self.index as usize
+    }
+
+    /// The slot's generation when this connection was admitted.
+    pub const fn generation(self) -> u32 {
+        self.generation
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}.{}", self.index, self.generation)
+    }
+}
+
+/// Where a live connection is in its life.
+///
+/// ```text
+///            peer EOF                flushed: Shutdown
+///   Open ─────────────▶ PeerClosed ─────────────────────▶ Closing ──▶ (Close)
+///    │                                                       ▲
+///    │ server shutdown        flushed: Shutdown   peer EOF   │
+///    └──────────────▶ Draining ─────────────────▶ Lingering ─┘
+///
+///   reset, broken pipe, idle timeout, shutdown deadline: any state ──▶ Closing
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnState {
+    /// Reading and echoing.
+    Open,
+    /// The peer sent end-of-stream: no more reads; flushing what is left, then
+    /// [`Shutdown`](crate::Action::Shutdown) and close.
+    PeerClosed,
+    /// The server is shutting down: no more echo reads; flushing what was read, then
+    /// [`Shutdown`](crate::Action::Shutdown).
+    Draining,
+    /// Our write side is shut: reading and discarding until the peer's end-of-stream, so
+    /// that closing never resets a connection whose last bytes are still in flight.
+    Lingering,
+    /// Finished: the next [`Action::Close`](crate::Action::Close) releases it.
+    Closing,
+}
+
+impl ConnState {
+    /// True in the states that read from the peer.
+    pub const fn may_recv(self) -> bool {
+        matches!(self, Self::Open | Self::Lingering)
+    }
+
+    /// True in the states that may still send (not after [`Shutdown`](crate::Action::Shutdown)).
+    pub const fn may_send(self) -> bool {
+        matches!(self, Self::Open | Self::PeerClosed | Self::Draining)
+    }
+}
+
+impl fmt::Display for ConnState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Open => "open",
+            Self::PeerClosed => "peer-closed",
+            Self::Draining => "draining",
+            Self::Lingering => "lingering",
+            Self::Closing => "closing",
+        })
+    }
+}
+
+/// Why a connection was closed, carried by [`Action::Close`](crate::Action::Close).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The normal end: everything echoed, write side shut down, peer done.
+    Done,
+    /// A read or write failed: reset by the peer, broken pipe, and so on. Output still
+    /// pending for this connection is dropped (counted in
+    /// [`Stats::bytes_dropped`](crate::Stats::bytes_dropped)).
+    Failed(ErrorKind),
+    /// No progress for the idle timeout (slowloris defence).
+    TimedOut,
+    /// The graceful shutdown deadline passed first.
+    Forced,
+}
+
+impl CloseReason {
+    /// True for [`CloseReason::Done`], the only close after which nothing was lost.
+    pub const fn is_clean(self) -> bool {
+        matches!(self, Self::Done)
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Done => f.write_str("done"),
+            Self::Failed(kind) => write!(f, "failed: {kind:?}"),
+            Self::TimedOut => f.write_str("idle timeout"),
+            Self::Forced => f.write_str("forced at shutdown deadline"),
+        }
+    }
+}
+
+/// "No index": the end of an intrusive list, or no buffer block.
+pub(crate) const NIL: u32 = u32::MAX;
+
+/// The fixed header of one connection slot: the only memory an idle connection costs.
+///
+/// The caller provides an array of these (one per connection the server may hold) and
+/// never looks inside; a buffer block is lent to a slot only while it holds data.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot {
+    /// `None` while the slot is free.
+    pub(crate) state: Option<ConnState>,
+    /// Set with `state = Closing`.
+    pub(crate) close_reason: CloseReason,
+    /// Readiness: "a read/write may make progress". Cleared by would-block, set by a new
+    /// polling pass or by a readiness event.
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
+    /// On the run queue.
+    pub(crate) queued: bool,
+    pub(crate) generation: u32,
+    /// Next slot on the run queue (live slots) or on the free list (free slots).
+    pub(crate) next: u32,
+    /// The lent buffer block, or `NIL`.
+    pub(crate) block: u32,
+    /// Pending output: `len` bytes from `head`, wrapping around the block (a ring).
+    pub(crate) head: u32,
+    pub(crate) len: u32,
+    /// Idle deadline: last progress plus the idle timeout.
+    pub(crate) deadline: Instant,
+}
+
+impl Slot {
+    /// A free slot, for initialising storage: `[Slot::EMPTY; N]`.
+    pub const EMPTY: Self = Self {
+        state: None,
+        close_reason: CloseReason::Done,
+        readable: false,
+        writable: false,
+        queued: false,
+        generation: 0,
+        next: NIL,
+        block: NIL,
+        head: 0,
+        len: 0,
+        deadline: Instant::MAX,
+    };
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_stays_small() {
+        // An idle connection costs only this (plus the caller's socket handle).
+        assert!(
+            core::mem::size_of::<Slot>() <= 48,
+            "{}",
+            core::mem::size_of::<Slot>()
+        );
+    }
+
+    #[test]
+    fn predicates() {
+        assert!(ConnState::Open.may_recv() && ConnState::Open.may_send());
+        assert!(!ConnState::PeerClosed.may_recv() && ConnState::PeerClosed.may_send());
+        assert!(!ConnState::Draining.may_recv() && ConnState::Draining.may_send());
+        assert!(ConnState::Lingering.may_recv() && !ConnState::Lingering.may_send());
+        assert!(!ConnState::Closing.may_recv() && !ConnState::Closing.may_send());
+    }
+}

@@ -1,0 +1,193 @@
+//! The generic driver: runs poll → operate → report against small [`Listener`] and
+//! [`Stream`] traits, so that every adapter is a few trait methods.
+
+use embedded_io::ErrorKind;
+
+use crate::action::{Action, Admission};
+use crate::conn::{CloseReason, ConnId};
+use crate::server::Server;
+use crate::time::Instant;
+use crate::transform::Transform;
+
+/// A non-blocking byte stream: one accepted connection.
+pub trait Stream {
+    /// Reads into `buf`: `Ok(0)` is end-of-stream, `Err(WouldBlock)` means nothing yet.
+    fn read(&mut self, buf: &mut [u8]) -> nb::Result<usize, ErrorKind>;
+    /// Writes a prefix of `bytes`: `Err(WouldBlock)` means no room now.
+    fn write(&mut self, bytes: &[u8]) -> nb::Result<usize, ErrorKind>;
+    /// Shuts down the write side (TCP FIN), keeping the read side open.
+    fn shutdown_write(&mut self) -> Result<(), ErrorKind>;
+    /// Releases the stream. The default drops it.
+    fn close(self)
+    where
+        Self: Sized,
+    {
+    }
+}
+
+/// A non-blocking source of new [`Stream`]s.
+pub trait Listener {
+    /// The streams it accepts.
+    type Stream: Stream;
+    /// Accepts one connection: `Err(WouldBlock)` means none is waiting.
+    fn accept(&mut self) -> nb::Result<Self::Stream, ErrorKind>;
+}
+
+/// What one [`Driver::step`] did, for logs and for the caller's loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Step {
+    /// A read or write was tried (its outcome went to the server).
+    Io,
+    /// Nothing was waiting to be accepted.
+    AcceptWouldBlock,
+    /// A connection was admitted.
+    Accepted(ConnId),
+    /// A connection was refused at capacity and closed.
+    Refused,
+    /// `accept` failed; accepting backs off.
+    AcceptFailed(ErrorKind),
+    /// The write side of a connection was shut down.
+    Shutdown(ConnId),
+    /// A connection was closed.
+    Closed(ConnId, CloseReason),
+    /// Nothing to do: sleep (or wait for readiness) until `until` at the latest.
+    Wait(Option<Instant>),
+    /// Graceful shutdown complete.
+    Finished,
+}
+
+/// The table of streams was shorter than the server's capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooFewStreams {
+    /// Streams the table can hold.
+    pub streams: usize,
+    /// Connections the server can hold.
+    pub capacity: usize,
+}
+
+impl core::fmt::Display for TooFewStreams {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{} stream entries for a server of capacity {}",
+            self.streams, self.capacity
+        )
+    }
+}
+
+impl core::error::Error for TooFewStreams {}
+
+/// A [`Server`] wired to a [`Listener`] and a caller-provided table of its streams,
+/// indexed by [`ConnId::index`].
+#[derive(Debug)]
+pub struct Driver<'a, L: Listener, T> {
+    server: Server<'a, T>,
+    listener: L,
+    streams: &'a mut [Option<L::Stream>],
+}
+
+impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
+    /// Wires them together; `streams` needs one entry per connection the server can hold.
+    pub fn new(
+        server: Server<'a, T>,
+        listener: L,
+        streams: &'a mut [Option<L::Stream>],
+    ) -> Result<Self, TooFewStreams> {
+        if streams.len() < server.capacity() {
+            return Err(TooFewStreams {
+                streams: streams.len(),
+                capacity: server.capacity(),
+            });
+        }
+        Ok(Self {
+            server,
+            listener,
+            streams,
+        })
+    }
+
+    /// The server, for stats and state.
+    pub fn server(&self) -> &Server<'a, T> {
+        &self.server
+    }
+
+    /// The server, for [`begin_shutdown`](Server::begin_shutdown) and readiness reports.
+    pub fn server_mut(&mut self) -> &mut Server<'a, T> {
+        &mut self.server
+    }
+
+    /// The listener.
+    pub fn listener(&self) -> &L {
+        &self.listener
+    }
+
+    /// The stream of a live connection.
+    pub fn stream(&self, conn: ConnId) -> Option<&L::Stream> {
+        self.server.conn_state(conn).ok()?;
+        self.streams.get(conn.index())?.as_ref()
+    }
+
+    /// Performs the server's next action and reports its outcome.
+    pub fn step(&mut self, now: Instant) -> Step {
+        // The driver only reports what the server just asked for, so the server cannot
+        // answer `Err`: a debug assertion guards that, a release build carries on.
+        match self.server.poll(now) {
+            Action::Accept => match self.listener.accept() {
+                Ok(stream) => match self.server.on_accepted(now) {
+                    Ok(Admission::Admitted(conn)) => {
+                        self.streams[conn.index()] = Some(stream);
+                        Step::Accepted(conn)
+                    }
+                    other => {
+                        debug_assert_eq!(other, Ok(Admission::Refused));
+                        stream.close();
+                        Step::Refused
+                    }
+                },
+                Err(error) => {
+                    let reported = self.server.on_accept_error(now, error);
+                    debug_assert_eq!(reported, Ok(()));
+                    match error {
+                        nb::Error::WouldBlock => Step::AcceptWouldBlock,
+                        nb::Error::Other(kind) => Step::AcceptFailed(kind),
+                    }
+                }
+            },
+            Action::Recv { conn, buf } => {
+                let outcome = match self.streams[conn.index()].as_mut() {
+                    Some(stream) => stream.read(buf),
+                    None => Err(nb::Error::Other(ErrorKind::NotConnected)),
+                };
+                let reported = self.server.on_recv(now, conn, outcome);
+                debug_assert_eq!(reported, Ok(()));
+                Step::Io
+            }
+            Action::Send { conn, bytes } => {
+                let outcome = match self.streams[conn.index()].as_mut() {
+                    Some(stream) => stream.write(bytes),
+                    None => Err(nb::Error::Other(ErrorKind::NotConnected)),
+                };
+                let reported = self.server.on_send(now, conn, outcome);
+                debug_assert_eq!(reported, Ok(()));
+                Step::Io
+            }
+            Action::Shutdown { conn } => {
+                if let Some(stream) = self.streams[conn.index()].as_mut() {
+                    // A failed shutdown (the peer already reset) shows up on the next read
+                    // of a lingering connection; a peer-closed one is closed next anyway.
+                    let _ = stream.shutdown_write();
+                }
+                Step::Shutdown(conn)
+            }
+            Action::Close { conn, reason } => {
+                if let Some(stream) = self.streams[conn.index()].take() {
+                    stream.close();
+                }
+                Step::Closed(conn, reason)
+            }
+            Action::Wait { until } => Step::Wait(until),
+            Action::Finished => Step::Finished,
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! A `no_std`, allocation-free, sans-IO state machine for a non-blocking TCP echo server.
+//!
+//! This is the textbook non-blocking echo loop (try `accept`, try `recv` on every
+//! connection, send the bytes back uppercased, would-block means "later", an empty read
+//! means "closed", a reset means "gone") with every decision moved into a pure state
+//! machine, [`Server`], that performs no I/O and reads no clock. It asks its caller for one
+//! operation at a time and is told the outcome, so the same logic runs over std sockets,
+//! epoll, smoltcp or a simulated network, and can be tested without any of them.
+//!
+//! # The contract
+//!
+//! [`Server`]'s methods come in four kinds:
+//!
+//! - **getters**: [`stats`](Server::stats), [`conn_state`](Server::conn_state),
+//!   [`capacity`](Server::capacity), ...;
+//! - **`poll`**: [`Server::poll`] returns the next [`Action`] to perform: `Accept`,
+//!   `Recv { conn, buf }`, `Send { conn, bytes }`, `Shutdown { conn }`,
+//!   `Close { conn, reason }`, `Wait { until }`, or `Finished` after a graceful shutdown;
+//! - **`on_*`**: report the outcome of the `Accept`, `Recv` or `Send` just asked for, as
+//!   `nb::Result`s: [`on_accepted`](Server::on_accepted) /
+//!   [`on_accept_error`](Server::on_accept_error), [`on_recv`](Server::on_recv) (`Ok(0)` is
+//!   end-of-stream), [`on_send`](Server::on_send) (partial writes are normal). Would-block is
+//!   `Err(nb::Error::WouldBlock)`; a failure is `Err(nb::Error::Other(kind))` with an
+//!   [`embedded_io::ErrorKind`]. `Shutdown` and `Close` need no report;
+//! - **events from outside**: readiness ([`on_ready`](Server::on_ready),
+//!   [`on_listener_ready`](Server::on_listener_ready)) for readiness-driven callers, and
+//!   [`begin_shutdown`](Server::begin_shutdown).
+//!
+//! The order is: `poll`, perform the action, report it (if it is `Accept`, `Recv` or
+//! `Send`), `poll` again. Time is an input: every call that needs it takes `now`. A report
+//! that does not match the last action, or names a closed connection, is a
+//! [`ReportError`] and changes nothing; peer behaviour (resets, half-closes, silence) is
+//! never an error, only an outcome.
+//!
+//! The [`Driver`] runs that loop for anything implementing the small [`Listener`] and
+//! [`Stream`] traits.
+//!
+//! # Guarantees
+//!
+//! - Bytes asked to be sent are always a prefix of `transform(bytes received)`, per
+//!   connection; after the peer's end-of-stream, all of it, then `Shutdown`, then `Close`.
+//! - Memory is fixed and provided by the caller ([`Storage`]): a [`Slot`] header per
+//!   connection and an arena of buffers lent only to connections that hold data. A full
+//!   buffer stops reads from that connection (backpressure) until sends drain it.
+//! - At capacity, new connections are refused ([`Admission::Refused`]) and counted.
+//! - Failing accepts back off; idle polling passes back off ([`Action::Wait`] grows);
+//!   idle connections time out; each connection gets a bounded number of operations per
+//!   visit (round-robin fairness); connection ids are generational.
+//!
+//! # Example
+//!
+//! One client sends `hello` and closes its write side; the server echoes `HELLO`, shuts
+//! down and closes.
+//!
+//! ```
+//! use nbecho_core::{Action, Admission, Config, Instant, Server, Slot, Storage, Uppercase};
+//!
+//! let mut slots = [Slot::EMPTY; 4];
+//! let mut buffers = [0u8; 4 * 64];
+//! let storage = Storage::new(&mut slots, &mut buffers, 64)?;
+//! let mut server = Server::new(Config::default(), storage, Uppercase);
+//!
+//! let now = Instant::ZERO;
+//! let mut unread: &[u8] = b"hello"; // sent by the client, then end-of-stream
+//! let mut echoed = Vec::new();
+//! let mut connected = false;
+//! loop {
+//!     match server.poll(now) {
+//!         Action::Accept if !connected => {
+//!             connected = true;
+//!             assert!(matches!(server.on_accepted(now)?, Admission::Admitted(_)));
+//!         }
+//!         Action::Accept => server.on_accept_error(now, nb::Error::WouldBlock)?,
+//!         Action::Recv { conn, buf } => {
+//!             let n = unread.len().min(buf.len());
+//!             buf[..n].copy_from_slice(&unread[..n]);
+//!             unread = &unread[n..];
+//!             server.on_recv(now, conn, Ok(n))?; // Ok(0) once all is read: end-of-stream
+//!         }
+//!         Action::Send { conn, bytes } => {
+//!             echoed.extend_from_slice(bytes);
+//!             let n = bytes.len();
+//!             server.on_send(now, conn, Ok(n))?;
+//!         }
+//!         Action::Shutdown { .. } => assert_eq!(echoed, b"HELLO"),
+//!         Action::Close { reason, .. } => {
+//!             assert!(reason.is_clean());
+//!             break;
+//!         }
+//!         Action::Wait { .. } | Action::Finished => unreachable!("work was pending"),
+//!     }
+//! }
+//! assert_eq!(server.stats().bytes_out, 5);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Features
+//!
+//! None: the crate is always `no_std` and never allocates.
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+mod action;
+mod buffer;
+mod config;
+mod conn;
+mod driver;
+mod server;
+mod stats;
+mod time;
+mod transform;
+
+pub use action::{Action, Admission, ReportError};
+pub use buffer::{StorageError, MIN_BLOCK};
+pub use config::{Config, Scheduling};
+pub use conn::{CloseReason, ConnId, ConnState, Slot};
+pub use driver::{Driver, Listener, Step, Stream, TooFewStreams};
+pub use embedded_io::ErrorKind;
+pub use nb;
+pub use server::{Server, Storage};
+pub use stats::Stats;
+pub use time::{Duration, Instant};
+pub use transform::{Identity, Mode, Transform, Uppercase};

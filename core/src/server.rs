@@ -1,0 +1,764 @@
+//! The echo server state machine: [`Server`] and the [`Storage`] it runs in.
+
+use embedded_io::ErrorKind;
+
+use crate::action::{Action, Admission, ReportError};
+use crate::buffer::{Pool, StorageError};
+use crate::config::{Config, Scheduling};
+use crate::conn::{CloseReason, ConnId, ConnState, Slot, NIL};
+use crate::stats::Stats;
+use crate::time::{Duration, Instant};
+use crate::transform::Transform;
+
+/// The memory a [`Server`] runs in, all of it provided by the caller: one [`Slot`] header
+/// per connection and one byte arena cut into buffers of `buffer_size` bytes.
+///
+/// An idle connection costs its slot only; a buffer is lent to a connection while it
+/// holds data. With fewer buffers than slots, connections wait for a buffer to read
+/// (backpressure) rather than failing.
+#[derive(Debug)]
+pub struct Storage<'a> {
+    slots: &'a mut [Slot],
+    pool: Pool<'a>,
+}
+
+impl<'a> Storage<'a> {
+    /// Checks the geometry and resets every slot to free.
+    pub fn new(
+        slots: &'a mut [Slot],
+        buffers: &'a mut [u8],
+        buffer_size: usize,
+    ) -> Result<Self, StorageError> {
+        if slots.is_empty() {
+            return Err(StorageError::NoSlots);
+        }
+        if slots.len() >= NIL as usize {
+            return Err(StorageError::TooLarge);
+        }
+        let pool = Pool::new(buffers, buffer_size)?;
+        slots.fill(Slot::EMPTY);
+        Ok(Self { slots, pool })
+    }
+}
+
+/// An operation the server asked for and has not had reported yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pending {
+    Accept,
+    Recv { conn: ConnId, start: u32, max: u32 },
+    Send { conn: ConnId, max: u32 },
+}
+
+/// An [`Action`] before it borrows the server's buffers.
+#[derive(Clone, Debug)]
+enum Plan {
+    Accept,
+    Recv(ConnId, core::ops::Range<usize>),
+    Send(ConnId, core::ops::Range<usize>),
+    Shutdown(ConnId),
+    Close(ConnId, CloseReason),
+    Wait(Option<Instant>),
+    Finished,
+}
+
+/// The sans-IO echo server: decides every operation, performs none.
+///
+/// See the [crate documentation](crate) for the calling contract.
+#[derive(Debug)]
+pub struct Server<'a, T> {
+    config: Config,
+    slots: &'a mut [Slot],
+    pool: Pool<'a>,
+    transform: T,
+    stats: Stats,
+
+    /// Free slots: an intrusive LIFO list through `Slot::next`, then the never-used tail.
+    free_slot: u32,
+    fresh_slots: u32,
+
+    /// The run queue: an intrusive FIFO through `Slot::next` of connections that may have
+    /// work. `current` is the connection being visited (never also on the queue).
+    queue_head: u32,
+    queue_tail: u32,
+    current: u32,
+    visit_ops: u16,
+
+    /// This pass made progress (bytes moved, a connection admitted, refused or closed).
+    pass_progress: bool,
+    accept_tried: bool,
+    listener_ready: bool,
+    /// A connection could not get a buffer (readiness mode wakes the starved on release).
+    starved: bool,
+    /// Current idle back-off; zero while passes make progress.
+    idle_backoff: Duration,
+    /// Current accept back-off; zero while accepts succeed.
+    accept_backoff: Duration,
+    accept_retry_at: Instant,
+    /// No idle deadline comes before this (a lower bound: deadlines only move later).
+    next_timer: Instant,
+    shutdown_deadline: Option<Instant>,
+    forced: bool,
+    pending: Option<Pending>,
+}
+
+impl<'a, T: Transform> Server<'a, T> {
+    /// A server with no connections, ready to accept.
+    pub fn new(config: Config, storage: Storage<'a>, transform: T) -> Self {
+        let mut config = config;
+        config.visit_budget = config.visit_budget.max(1);
+        // A zero back-off would let an idle polling server spin.
+        config.idle_backoff_min = config.idle_backoff_min.max(Duration::from_micros(1));
+        config.idle_backoff_max = config.idle_backoff_max.max(config.idle_backoff_min);
+        config.accept_backoff_min = config.accept_backoff_min.max(Duration::from_micros(1));
+        config.accept_backoff_max = config.accept_backoff_max.max(config.accept_backoff_min);
+        Self {
+            config,
+            slots: storage.slots,
+            pool: storage.pool,
+            transform,
+            stats: Stats::default(),
+            free_slot: NIL,
+            fresh_slots: 0,
+            queue_head: NIL,
+            queue_tail: NIL,
+            current: NIL,
+            visit_ops: 0,
+            pass_progress: false,
+            accept_tried: false,
+            listener_ready: config.scheduling == Scheduling::Polling,
+            starved: false,
+            idle_backoff: Duration::ZERO,
+            accept_backoff: Duration::ZERO,
+            accept_retry_at: Instant::ZERO,
+            next_timer: Instant::MAX,
+            shutdown_deadline: None,
+            forced: false,
+            pending: None,
+        }
+    }
+
+    // ---- getters ------------------------------------------------------------------------
+
+    /// The counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The configuration in force (after clamping nonsensical values).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// How many connections the server can hold at once.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Bytes per connection buffer.
+    pub fn buffer_size(&self) -> usize {
+        self.pool.block_size() as usize
+    }
+
+    /// Buffers in the arena, and how many are lent now.
+    pub fn buffers(&self) -> (usize, usize) {
+        (self.pool.blocks() as usize, self.pool.in_use() as usize)
+    }
+
+    /// The state of a live connection.
+    pub fn conn_state(&self, conn: ConnId) -> Result<ConnState, ReportError> {
+        self.live(conn).map(|idx| self.slot_state(idx))
+    }
+
+    /// Bytes received from `conn` and not yet sent back.
+    pub fn pending_output(&self, conn: ConnId) -> Result<usize, ReportError> {
+        self.live(conn)
+            .map(|idx| self.slots[idx as usize].len as usize)
+    }
+
+    /// True once [`begin_shutdown`](Self::begin_shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown_deadline.is_some()
+    }
+
+    // ---- poll ---------------------------------------------------------------------------
+
+    /// The next operation to perform. See [`Action`] for what each one asks.
+    ///
+    /// An `Accept`, `Recv` or `Send` from the previous call that was not reported is
+    /// counted as not performed.
+    pub fn poll(&mut self, now: Instant) -> Action<'_> {
+        self.pending = None;
+        match self.plan(now) {
+            Plan::Accept => {
+                self.pending = Some(Pending::Accept);
+                Action::Accept
+            }
+            Plan::Recv(conn, range) => Action::Recv {
+                conn,
+                buf: self.pool.bytes_mut(range),
+            },
+            Plan::Send(conn, range) => Action::Send {
+                conn,
+                bytes: self.pool.bytes(range),
+            },
+            Plan::Shutdown(conn) => Action::Shutdown { conn },
+            Plan::Close(conn, reason) => Action::Close { conn, reason },
+            Plan::Wait(until) => Action::Wait { until },
+            Plan::Finished => Action::Finished,
+        }
+    }
+
+    fn plan(&mut self, now: Instant) -> Plan {
+        self.run_timers(now);
+        loop {
+            if self.current != NIL {
+                if let Some(plan) = self.plan_visit(self.current, now) {
+                    return plan;
+                }
+                self.end_visit();
+                continue;
+            }
+            // Like the textbook loop, a pass tries `accept` first, then every connection.
+            if self.may_accept(now) {
+                self.accept_tried = true;
+                return Plan::Accept;
+            }
+            if let Some(idx) = self.dequeue() {
+                self.current = idx;
+                self.visit_ops = 0;
+                continue;
+            }
+            // The pass is over.
+            if self.shutdown_deadline.is_some() && self.stats.active == 0 {
+                return Plan::Finished;
+            }
+            let progressed = self.pass_progress;
+            self.begin_pass();
+            if progressed {
+                self.idle_backoff = Duration::ZERO;
+                continue;
+            }
+            return Plan::Wait(self.wait_until(now));
+        }
+    }
+
+    fn may_accept(&self, now: Instant) -> bool {
+        self.shutdown_deadline.is_none()
+            && self.listener_ready
+            && !self.accept_tried
+            && now >= self.accept_retry_at
+    }
+
+    /// Starts a pass: in polling mode every live connection is "maybe ready" again.
+    fn begin_pass(&mut self) {
+        self.pass_progress = false;
+        self.accept_tried = false;
+        if self.config.scheduling == Scheduling::Polling {
+            self.listener_ready = true;
+            for idx in 0..self.fresh_slots {
+                let slot = &mut self.slots[idx as usize];
+                if slot.state.is_some() {
+                    slot.readable = true;
+                    slot.writable = true;
+                    self.schedule(idx);
+                }
+            }
+        }
+    }
+
+    /// When to be polled again after a pass without progress; never `now` or earlier.
+    fn wait_until(&mut self, now: Instant) -> Option<Instant> {
+        let later = |t: Instant| if t > now { t } else { Instant::MAX };
+        let mut until = later(self.next_timer);
+        if let Some(deadline) = self.shutdown_deadline {
+            until = until.min(later(deadline));
+        }
+        if !self.accept_backoff.is_zero() && self.listener_ready {
+            until = until.min(later(self.accept_retry_at));
+        }
+        if self.config.scheduling == Scheduling::Polling {
+            self.idle_backoff = if self.idle_backoff.is_zero() {
+                self.config.idle_backoff_min
+            } else {
+                self.idle_backoff
+                    .saturating_mul(2)
+                    .min(self.config.idle_backoff_max)
+            };
+            until = until.min(now + self.idle_backoff);
+        }
+        (until != Instant::MAX).then_some(until)
+    }
+
+    /// The next operation on the connection being visited, or `None` when its visit is
+    /// over (nothing to do, or its budget is spent).
+    fn plan_visit(&mut self, idx: u32, now: Instant) -> Option<Plan> {
+        let block_size = self.pool.block_size();
+        let budget_left = self.visit_ops < self.config.visit_budget;
+        let slot = &mut self.slots[idx as usize];
+        let state = slot.state?;
+        let conn = ConnId {
+            index: idx,
+            generation: slot.generation,
+        };
+        if state == ConnState::Closing {
+            return Some(self.close(idx, now));
+        }
+        if !budget_left {
+            return None;
+        }
+        if slot.len > 0 && slot.writable && state.may_send() {
+            // The oldest pending bytes, up to the end of the ring.
+            let len = slot.len.min(block_size - slot.head);
+            let range = self.pool.range(slot.block, slot.head, len);
+            self.visit_ops += 1;
+            self.pending = Some(Pending::Send { conn, max: len });
+            return Some(Plan::Send(conn, range));
+        }
+        if slot.len == 0 && matches!(state, ConnState::PeerClosed | ConnState::Draining) {
+            // Everything is flushed: FIN. After the peer's FIN there is nothing left to
+            // read, so close; otherwise linger until the peer's FIN.
+            slot.state = Some(if state == ConnState::PeerClosed {
+                slot.close_reason = CloseReason::Done;
+                ConnState::Closing
+            } else {
+                slot.readable = true;
+                ConnState::Lingering
+            });
+            self.pass_progress = true;
+            return Some(Plan::Shutdown(conn));
+        }
+        if state.may_recv() && slot.readable && slot.len < block_size {
+            if slot.block == NIL {
+                match self.pool.alloc() {
+                    Some(block) => self.slots[idx as usize].block = block,
+                    None => {
+                        // Backpressure: wait for a buffer to come back.
+                        self.starved = true;
+                        return None;
+                    }
+                }
+            }
+            let slot = &self.slots[idx as usize];
+            // Free space after the pending bytes, up to the end of the ring or the head.
+            let (start, len) = if slot.head + slot.len >= block_size {
+                (slot.head + slot.len - block_size, block_size - slot.len)
+            } else {
+                (slot.head + slot.len, block_size - slot.head - slot.len)
+            };
+            let range = self.pool.range(slot.block, start, len);
+            self.visit_ops += 1;
+            self.pending = Some(Pending::Recv {
+                conn,
+                start,
+                max: len,
+            });
+            return Some(Plan::Recv(conn, range));
+        }
+        None
+    }
+
+    fn end_visit(&mut self) {
+        let idx = self.current;
+        self.current = NIL;
+        // A readiness driver will not tell us again about readiness we did not use up:
+        // keep the connection on the queue. A polling pass revisits everyone anyway.
+        if self.config.scheduling == Scheduling::Readiness && self.has_work(idx) {
+            self.schedule(idx);
+        }
+    }
+
+    fn has_work(&self, idx: u32) -> bool {
+        let slot = &self.slots[idx as usize];
+        let Some(state) = slot.state else {
+            return false;
+        };
+        state == ConnState::Closing
+            || (slot.len > 0 && slot.writable && state.may_send())
+            || (slot.len == 0 && matches!(state, ConnState::PeerClosed | ConnState::Draining))
+            || (state.may_recv() && slot.readable && slot.len < self.pool.block_size())
+    }
+
+    fn schedule(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        if slot.queued || idx == self.current {
+            return;
+        }
+        slot.queued = true;
+        slot.next = NIL;
+        match self.queue_tail {
+            NIL => self.queue_head = idx,
+            tail => self.slots[tail as usize].next = idx,
+        }
+        self.queue_tail = idx;
+    }
+
+    fn dequeue(&mut self) -> Option<u32> {
+        let idx = self.queue_head;
+        if idx == NIL {
+            return None;
+        }
+        let slot = &mut self.slots[idx as usize];
+        self.queue_head = slot.next;
+        slot.queued = false;
+        slot.next = NIL;
+        if self.queue_head == NIL {
+            self.queue_tail = NIL;
+        }
+        Some(idx)
+    }
+
+    /// Frees the slot of the connection being visited and says why.
+    fn close(&mut self, idx: u32, now: Instant) -> Plan {
+        let slot = self.slots[idx as usize];
+        if slot.block != NIL {
+            self.release_block(slot.block);
+        }
+        self.stats.bytes_dropped += u64::from(slot.len);
+        self.stats.closed += 1;
+        self.stats.active -= 1;
+        self.pass_progress = true;
+        if !self.accept_backoff.is_zero() {
+            // A socket is about to be released: a descriptor is free for accept again.
+            self.accept_retry_at = now;
+        }
+        self.slots[idx as usize] = Slot {
+            generation: slot.generation.wrapping_add(1),
+            next: self.free_slot,
+            ..Slot::EMPTY
+        };
+        self.free_slot = idx;
+        self.current = NIL;
+        Plan::Close(
+            ConnId {
+                index: idx,
+                generation: slot.generation,
+            },
+            slot.close_reason,
+        )
+    }
+
+    fn release_block(&mut self, block: u32) {
+        self.pool.release(block);
+        if self.starved && self.config.scheduling == Scheduling::Readiness {
+            // Rare (every buffer was lent): wake the connections that wanted one.
+            self.starved = false;
+            for idx in 0..self.fresh_slots {
+                let slot = &self.slots[idx as usize];
+                if slot.block == NIL && slot.readable && slot.state.is_some_and(ConnState::may_recv)
+                {
+                    self.schedule(idx);
+                }
+            }
+        }
+    }
+
+    /// Marks a live connection for closing (from outside its visit: schedules it).
+    fn mark_closing(&mut self, idx: u32, reason: CloseReason) {
+        let slot = &mut self.slots[idx as usize];
+        slot.state = Some(ConnState::Closing);
+        slot.close_reason = reason;
+        self.schedule(idx);
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        if let Some(deadline) = self.shutdown_deadline {
+            if now >= deadline && !self.forced {
+                self.forced = true;
+                for idx in 0..self.fresh_slots {
+                    if self.slots[idx as usize]
+                        .state
+                        .is_some_and(|s| s != ConnState::Closing)
+                    {
+                        self.stats.forced += 1;
+                        self.mark_closing(idx, CloseReason::Forced);
+                    }
+                }
+            }
+        }
+        if now < self.next_timer {
+            return;
+        }
+        let mut next = Instant::MAX;
+        for idx in 0..self.fresh_slots {
+            let slot = &self.slots[idx as usize];
+            match slot.state {
+                None | Some(ConnState::Closing) => {}
+                Some(_) if slot.deadline <= now => {
+                    self.stats.timeouts += 1;
+                    self.mark_closing(idx, CloseReason::TimedOut);
+                }
+                Some(_) => next = next.min(slot.deadline),
+            }
+        }
+        self.next_timer = next;
+    }
+
+    fn idle_deadline(&self, now: Instant) -> Instant {
+        self.config.idle_timeout.map_or(Instant::MAX, |t| now + t)
+    }
+
+    // ---- handle_* / on_*: outcomes ------------------------------------------------------
+
+    /// The `Accept` succeeded: admits the new connection, or refuses it at capacity.
+    pub fn on_accepted(&mut self, now: Instant) -> Result<Admission, ReportError> {
+        if self.pending != Some(Pending::Accept) {
+            return Err(ReportError::Unexpected);
+        }
+        self.pending = None;
+        self.accept_backoff = Duration::ZERO;
+        self.pass_progress = true;
+        let idx = if self.free_slot != NIL {
+            let idx = self.free_slot;
+            self.free_slot = self.slots[idx as usize].next;
+            idx
+        } else if (self.fresh_slots as usize) < self.slots.len() {
+            self.fresh_slots += 1;
+            self.fresh_slots - 1
+        } else {
+            self.stats.refused += 1;
+            return Ok(Admission::Refused);
+        };
+        let deadline = self.idle_deadline(now);
+        let slot = &mut self.slots[idx as usize];
+        *slot = Slot {
+            state: Some(ConnState::Open),
+            readable: true,
+            writable: true,
+            generation: slot.generation,
+            deadline,
+            ..Slot::EMPTY
+        };
+        let conn = ConnId {
+            index: idx,
+            generation: slot.generation,
+        };
+        self.next_timer = self.next_timer.min(deadline);
+        self.stats.accepted += 1;
+        self.stats.active += 1;
+        self.schedule(idx);
+        Ok(Admission::Admitted(conn))
+    }
+
+    /// The `Accept` failed: would-block (nothing to accept now) or an error such as out of
+    /// file descriptors, after which accepting pauses with a growing back-off.
+    pub fn on_accept_error(
+        &mut self,
+        now: Instant,
+        error: nb::Error<ErrorKind>,
+    ) -> Result<(), ReportError> {
+        if self.pending != Some(Pending::Accept) {
+            return Err(ReportError::Unexpected);
+        }
+        self.pending = None;
+        match error {
+            nb::Error::WouldBlock => self.listener_ready = false,
+            nb::Error::Other(ErrorKind::Interrupted) => {}
+            nb::Error::Other(_) => {
+                self.stats.accept_errors += 1;
+                self.accept_backoff = if self.accept_backoff.is_zero() {
+                    self.config.accept_backoff_min
+                } else {
+                    self.accept_backoff
+                        .saturating_mul(2)
+                        .min(self.config.accept_backoff_max)
+                };
+                self.accept_retry_at = now + self.accept_backoff;
+            }
+        }
+        Ok(())
+    }
+
+    /// The outcome of `Recv`: `Ok(n)` bytes read into the buffer, `Ok(0)` end-of-stream,
+    /// `Err(WouldBlock)` nothing yet, `Err(Other(kind))` the connection failed.
+    pub fn on_recv(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        outcome: nb::Result<usize, ErrorKind>,
+    ) -> Result<(), ReportError> {
+        let Some(Pending::Recv {
+            conn: asked,
+            start,
+            max,
+        }) = self.pending
+        else {
+            return Err(self.mismatch(conn));
+        };
+        if asked != conn {
+            return Err(self.mismatch(conn));
+        }
+        if let Ok(n) = outcome {
+            if n > max as usize {
+                return Err(ReportError::Overrun {
+                    reported: n,
+                    max: max as usize,
+                });
+            }
+        }
+        self.pending = None;
+        let idx = conn.index;
+        let state = self.slot_state(idx);
+        match outcome {
+            Ok(0) => {
+                self.stats.peer_closed += 1;
+                self.pass_progress = true;
+                let slot = &mut self.slots[idx as usize];
+                slot.readable = false;
+                slot.state = Some(if state == ConnState::Lingering {
+                    slot.close_reason = CloseReason::Done;
+                    ConnState::Closing
+                } else {
+                    ConnState::PeerClosed
+                });
+            }
+            Ok(n) => {
+                self.pass_progress = true;
+                let deadline = self.idle_deadline(now);
+                let slot = &mut self.slots[idx as usize];
+                slot.deadline = deadline;
+                if state == ConnState::Lingering {
+                    self.stats.bytes_discarded += n as u64;
+                } else {
+                    let range = self.pool.range(slot.block, start, n as u32);
+                    slot.len += n as u32;
+                    self.stats.bytes_in += n as u64;
+                    self.transform.apply(self.pool.bytes_mut(range));
+                }
+            }
+            Err(nb::Error::WouldBlock) => self.slots[idx as usize].readable = false,
+            Err(nb::Error::Other(ErrorKind::Interrupted)) => {}
+            Err(nb::Error::Other(kind)) => self.fail(idx, kind),
+        }
+        let slot = &mut self.slots[idx as usize];
+        if slot.len == 0 && slot.block != NIL {
+            let block = slot.block;
+            slot.block = NIL;
+            self.release_block(block);
+        }
+        Ok(())
+    }
+
+    /// The outcome of `Send`: `Ok(n)` bytes written (partial writes are normal),
+    /// `Err(WouldBlock)` nothing now, `Err(Other(kind))` the connection failed. `Ok(0)`
+    /// for a non-empty write means the stream will take no more (`WriteZero`).
+    pub fn on_send(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        outcome: nb::Result<usize, ErrorKind>,
+    ) -> Result<(), ReportError> {
+        let Some(Pending::Send { conn: asked, max }) = self.pending else {
+            return Err(self.mismatch(conn));
+        };
+        if asked != conn {
+            return Err(self.mismatch(conn));
+        }
+        if let Ok(n) = outcome {
+            if n > max as usize {
+                return Err(ReportError::Overrun {
+                    reported: n,
+                    max: max as usize,
+                });
+            }
+        }
+        self.pending = None;
+        let idx = conn.index;
+        match outcome {
+            Ok(0) => self.fail(idx, ErrorKind::WriteZero),
+            Ok(n) => {
+                self.pass_progress = true;
+                self.stats.bytes_out += n as u64;
+                let block_size = self.pool.block_size();
+                let deadline = self.idle_deadline(now);
+                let slot = &mut self.slots[idx as usize];
+                slot.deadline = deadline;
+                slot.len -= n as u32;
+                slot.head = if slot.len == 0 {
+                    0
+                } else {
+                    (slot.head + n as u32) % block_size
+                };
+                if slot.len == 0 {
+                    let block = slot.block;
+                    slot.block = NIL;
+                    self.release_block(block);
+                }
+            }
+            Err(nb::Error::WouldBlock) => self.slots[idx as usize].writable = false,
+            Err(nb::Error::Other(ErrorKind::Interrupted)) => {}
+            Err(nb::Error::Other(kind)) => self.fail(idx, kind),
+        }
+        Ok(())
+    }
+
+    /// Readiness drivers: `conn` may now make progress reading and/or writing.
+    pub fn on_ready(
+        &mut self,
+        conn: ConnId,
+        readable: bool,
+        writable: bool,
+    ) -> Result<(), ReportError> {
+        let idx = self.live(conn)?;
+        let slot = &mut self.slots[idx as usize];
+        slot.readable |= readable;
+        slot.writable |= writable;
+        if self.has_work(idx) {
+            self.schedule(idx);
+        }
+        Ok(())
+    }
+
+    /// Readiness drivers: the listener may have connections to accept.
+    pub fn on_listener_ready(&mut self) {
+        self.listener_ready = true;
+    }
+
+    /// Starts a graceful shutdown: stop accepting, stop reading, flush every byte already
+    /// read, shut down and close each connection. Connections still open at `deadline`
+    /// are force-closed. When all are closed, [`poll`](Self::poll) answers
+    /// [`Action::Finished`]. A second call can only bring the deadline forward.
+    pub fn begin_shutdown(&mut self, deadline: Instant) {
+        self.shutdown_deadline = Some(self.shutdown_deadline.map_or(deadline, |d| d.min(deadline)));
+        for idx in 0..self.fresh_slots {
+            let slot = &mut self.slots[idx as usize];
+            if slot.state == Some(ConnState::Open) {
+                slot.state = Some(ConnState::Draining);
+                slot.writable = true;
+                self.schedule(idx);
+            }
+        }
+    }
+
+    fn fail(&mut self, idx: u32, kind: ErrorKind) {
+        self.stats.failed += 1;
+        self.pass_progress = true;
+        let slot = &mut self.slots[idx as usize];
+        slot.state = Some(ConnState::Closing);
+        slot.close_reason = CloseReason::Failed(kind);
+    }
+
+    fn slot_state(&self, idx: u32) -> ConnState {
+        self.slots[idx as usize].state.unwrap_or(ConnState::Closing)
+    }
+
+    /// The slot index of a live connection.
+    fn live(&self, conn: ConnId) -> Result<u32, ReportError> {
+        match self.slots.get(conn.index()) {
+            Some(slot) if slot.state.is_some() && slot.generation == conn.generation => {
+                Ok(conn.index)
+            }
+            _ => Err(ReportError::StaleConn(conn)),
+        }
+    }
+
+    fn mismatch(&self, conn: ConnId) -> ReportError {
+        match self.live(conn) {
+            Ok(_) => ReportError::Unexpected,
+            Err(stale) => stale,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

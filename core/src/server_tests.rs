@@ -1,0 +1,818 @@
+//! Unit tests of the server state machine: one section per rule of the contract.
+
+extern crate std;
+
+use std::boxed::Box;
+use std::vec;
+use std::vec::Vec;
+
+use super::*;
+use crate::transform::Uppercase;
+
+const T0: Instant = Instant::ZERO;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn server(conns: usize, blocks: usize, block: usize, config: Config) -> Server<'static, Uppercase> {
+    let slots = Box::leak(vec![Slot::EMPTY; conns].into_boxed_slice());
+    let arena = Box::leak(vec![0u8; blocks * block].into_boxed_slice());
+    Server::new(
+        config,
+        Storage::new(slots, arena, block).unwrap(),
+        Uppercase,
+    )
+}
+
+fn polling() -> Server<'static, Uppercase> {
+    server(4, 4, 16, Config::default())
+}
+
+/// What `poll` asked for, without the borrow.
+#[derive(Debug, PartialEq, Eq)]
+enum Op {
+    Accept,
+    Recv(ConnId, usize),
+    Send(ConnId, Vec<u8>),
+    Shutdown(ConnId),
+    Close(ConnId, CloseReason),
+    Wait(Option<Instant>),
+    Finished,
+}
+
+fn op(s: &mut Server<'static, Uppercase>, now: Instant) -> Op {
+    match s.poll(now) {
+        Action::Accept => Op::Accept,
+        Action::Recv { conn, buf } => Op::Recv(conn, buf.len()),
+        Action::Send { conn, bytes } => Op::Send(conn, bytes.to_vec()),
+        Action::Shutdown { conn } => Op::Shutdown(conn),
+        Action::Close { conn, reason } => Op::Close(conn, reason),
+        Action::Wait { until } => Op::Wait(until),
+        Action::Finished => Op::Finished,
+    }
+}
+
+#[track_caller]
+fn accept(s: &mut Server<'static, Uppercase>, now: Instant) -> ConnId {
+    assert_eq!(op(s, now), Op::Accept);
+    match s.on_accepted(now).unwrap() {
+        Admission::Admitted(conn) => conn,
+        Admission::Refused => panic!("refused"),
+    }
+}
+
+/// Expects `Recv` on `conn` and delivers `data` (empty = end-of-stream).
+#[track_caller]
+fn recv(s: &mut Server<'static, Uppercase>, now: Instant, conn: ConnId, data: &[u8]) {
+    match s.poll(now) {
+        Action::Recv { conn: c, buf } => {
+            assert_eq!(c, conn);
+            assert!(
+                data.len() <= buf.len(),
+                "{} bytes offered to a {} byte buffer",
+                data.len(),
+                buf.len()
+            );
+            buf[..data.len()].copy_from_slice(data);
+        }
+        other => panic!("expected Recv on {conn}, got {other:?}"),
+    }
+    s.on_recv(now, conn, Ok(data.len())).unwrap();
+}
+
+/// Expects `Recv` on `conn` and reports an outcome that carries no data.
+#[track_caller]
+fn recv_outcome(
+    s: &mut Server<'static, Uppercase>,
+    now: Instant,
+    conn: ConnId,
+    e: nb::Error<ErrorKind>,
+) {
+    assert!(matches!(op(s, now), Op::Recv(c, _) if c == conn));
+    s.on_recv(now, conn, Err(e)).unwrap();
+}
+
+/// Expects `Send` of exactly `expected` on `conn`; reports `written` bytes written.
+#[track_caller]
+fn send(
+    s: &mut Server<'static, Uppercase>,
+    now: Instant,
+    conn: ConnId,
+    expected: &[u8],
+    written: usize,
+) {
+    assert_eq!(op(s, now), Op::Send(conn, expected.to_vec()));
+    s.on_send(now, conn, Ok(written)).unwrap();
+}
+
+#[track_caller]
+fn send_outcome(
+    s: &mut Server<'static, Uppercase>,
+    now: Instant,
+    conn: ConnId,
+    e: nb::Error<ErrorKind>,
+) {
+    assert!(matches!(op(s, now), Op::Send(c, _) if c == conn));
+    s.on_send(now, conn, Err(e)).unwrap();
+}
+
+/// Expects `Recv` on `conn` offering exactly `window` bytes, and delivers `data`.
+#[track_caller]
+fn recv_sized(
+    s: &mut Server<'static, Uppercase>,
+    now: Instant,
+    conn: ConnId,
+    window: usize,
+    data: &[u8],
+) {
+    match s.poll(now) {
+        Action::Recv { conn: c, buf } => {
+            assert_eq!((c, buf.len()), (conn, window));
+            buf[..data.len()].copy_from_slice(data);
+        }
+        other => panic!("expected Recv on {conn}, got {other:?}"),
+    }
+    s.on_recv(now, conn, Ok(data.len())).unwrap();
+}
+
+#[track_caller]
+fn accept_would_block(s: &mut Server<'static, Uppercase>, now: Instant) {
+    assert_eq!(op(s, now), Op::Accept);
+    s.on_accept_error(now, nb::Error::WouldBlock).unwrap();
+}
+
+#[track_caller]
+fn wait(s: &mut Server<'static, Uppercase>, now: Instant) -> Option<Instant> {
+    match op(s, now) {
+        Op::Wait(until) => {
+            assert!(
+                until.is_none_or(|t| t > now),
+                "Wait in the past: {until:?} at {now}"
+            );
+            until
+        }
+        other => panic!("expected Wait, got {other:?}"),
+    }
+}
+
+fn balanced(s: &Server<'static, Uppercase>) {
+    let st = s.stats();
+    assert_eq!(
+        st.bytes_in,
+        st.bytes_out + st.bytes_dropped + st.bytes_buffered()
+    );
+}
+
+/// Admits `n` connections (every other operation would-blocks), then runs to the end of
+/// the pass: the next `poll` starts a new pass, with `Accept`.
+#[track_caller]
+fn connect(s: &mut Server<'static, Uppercase>, now: Instant, n: usize) -> Vec<ConnId> {
+    let mut conns = Vec::new();
+    loop {
+        match op(s, now) {
+            Op::Accept if conns.len() < n => match s.on_accepted(now).unwrap() {
+                Admission::Admitted(c) => conns.push(c),
+                Admission::Refused => panic!("refused"),
+            },
+            Op::Accept => s.on_accept_error(now, nb::Error::WouldBlock).unwrap(),
+            Op::Recv(c, _) => s.on_recv(now, c, Err(nb::Error::WouldBlock)).unwrap(),
+            Op::Wait(_) if conns.len() == n => return conns,
+            Op::Wait(_) => {}
+            other => panic!("while connecting: {other:?}"),
+        }
+    }
+}
+
+/// Runs until the server waits: each connection in `data` reads its bytes once, every
+/// other read and accept would-blocks, every write completes. Returns the closes.
+#[track_caller]
+fn round(
+    s: &mut Server<'static, Uppercase>,
+    now: Instant,
+    data: &[(ConnId, &[u8])],
+) -> Vec<(ConnId, CloseReason)> {
+    let mut unread: Vec<(ConnId, Vec<u8>)> = data.iter().map(|(c, d)| (*c, d.to_vec())).collect();
+    let mut closes = Vec::new();
+    for _ in 0..10_000 {
+        match s.poll(now) {
+            Action::Accept => s.on_accept_error(now, nb::Error::WouldBlock).unwrap(),
+            Action::Recv { conn, buf } => {
+                let outcome = match unread.iter_mut().find(|(c, _)| *c == conn) {
+                    Some((_, d)) if !d.is_empty() => {
+                        let n = d.len().min(buf.len());
+                        buf[..n].copy_from_slice(&d[..n]);
+                        d.drain(..n);
+                        Ok(n)
+                    }
+                    _ => Err(nb::Error::WouldBlock),
+                };
+                s.on_recv(now, conn, outcome).unwrap();
+            }
+            Action::Send { conn, bytes } => {
+                let n = bytes.len();
+                s.on_send(now, conn, Ok(n)).unwrap();
+            }
+            Action::Close { conn, reason } => closes.push((conn, reason)),
+            Action::Shutdown { .. } => {}
+            Action::Wait { .. } | Action::Finished => return closes,
+        }
+    }
+    panic!("no Wait after 10000 operations: the server spins");
+}
+
+// ---- echo and half-close ----------------------------------------------------------------
+
+#[test]
+fn echoes_uppercase_then_half_closes() {
+    let mut s = polling();
+    let c = accept(&mut s, T0);
+    recv(&mut s, T0, c, b"hello, World!");
+    send(&mut s, T0, c, b"HELLO, WORLD!", 13);
+    recv(&mut s, T0, c, b"");
+    assert_eq!(s.conn_state(c), Ok(ConnState::PeerClosed));
+    assert_eq!(op(&mut s, T0), Op::Shutdown(c));
+    assert_eq!(op(&mut s, T0), Op::Close(c, CloseReason::Done));
+    let st = *s.stats();
+    assert_eq!(
+        (st.accepted, st.closed, st.active, st.peer_closed),
+        (1, 1, 0, 1)
+    );
+    assert_eq!((st.bytes_in, st.bytes_out, st.bytes_dropped), (13, 13, 0));
+    assert_eq!(s.buffers(), (4, 0));
+}
+
+#[test]
+fn flushes_everything_before_shutdown_after_peer_eof() {
+    let mut s = polling();
+    let c = accept(&mut s, T0);
+    recv(&mut s, T0, c, b"abc");
+    send_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    recv(&mut s, T0, c, b"def");
+    recv(&mut s, T0, c, b"");
+    // The pass ends (the connection cannot write); the next pass flushes, then FIN.
+    accept_would_block(&mut s, T0);
+    send(&mut s, T0, c, b"ABCDEF", 6);
+    assert_eq!(op(&mut s, T0), Op::Shutdown(c));
+    assert_eq!(op(&mut s, T0), Op::Close(c, CloseReason::Done));
+}
+
+// ---- partial writes, would-block, backpressure, the ring ----------------------------------
+
+#[test]
+fn partial_writes_keep_their_offset() {
+    let mut s = polling();
+    let c = accept(&mut s, T0);
+    recv(&mut s, T0, c, b"abcdef");
+    send(&mut s, T0, c, b"ABCDEF", 2);
+    send(&mut s, T0, c, b"CDEF", 1);
+    send(&mut s, T0, c, b"DEF", 3);
+    assert_eq!(s.pending_output(c), Ok(0));
+}
+
+#[test]
+fn a_full_buffer_stops_reads_until_sends_drain_it() {
+    let mut s = polling(); // 16-byte buffers, visit budget 4
+    let c = accept(&mut s, T0);
+    recv(&mut s, T0, c, b"0123456789");
+    send_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    // Only the 6 bytes of free space are offered.
+    recv_sized(&mut s, T0, c, 6, b"abcdef");
+    assert_eq!(s.pending_output(c), Ok(16));
+    // Full: the next pass retries the send only, never a read; without progress it waits.
+    accept_would_block(&mut s, T0);
+    send_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    wait(&mut s, T0);
+    accept_would_block(&mut s, T0);
+    // The peer drains 4 bytes; the 4 free bytes at the ring's start are offered.
+    send(&mut s, T0, c, b"0123456789ABCDEF", 4);
+    send_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    recv_sized(&mut s, T0, c, 4, b"wxyz");
+    accept_would_block(&mut s, T0);
+    send(&mut s, T0, c, b"456789ABCDEF", 12);
+    send(&mut s, T0, c, b"WXYZ", 4);
+    assert_eq!(s.stats().bytes_out, 20);
+    balanced(&s);
+}
+
+#[test]
+fn the_ring_wraps_and_keeps_order() {
+    let mut s = polling(); // 16-byte ring, visit budget 4
+    let c = accept(&mut s, T0);
+    recv(&mut s, T0, c, b"abcdefghijkl");
+    send(&mut s, T0, c, b"ABCDEFGHIJKL", 10); // head 10, 2 pending
+    send_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    recv_sized(&mut s, T0, c, 4, b"mnop"); // [12, 16)
+    accept_would_block(&mut s, T0); // budget spent: next pass
+    send(&mut s, T0, c, b"KLMNOP", 1); // pending runs to the ring's end; head 11
+    send_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    recv_sized(&mut s, T0, c, 11, b"qrstuvwxyz"); // wrapped: [0, 11)
+    recv_sized(&mut s, T0, c, 1, b""); // [10, 11); end-of-stream
+    assert_eq!(s.conn_state(c), Ok(ConnState::PeerClosed));
+    accept_would_block(&mut s, T0);
+    send(&mut s, T0, c, b"LMNOP", 5);
+    send(&mut s, T0, c, b"QRSTUVWXYZ", 10);
+    assert_eq!(op(&mut s, T0), Op::Shutdown(c));
+    balanced(&s);
+}
+
+#[test]
+fn idle_connections_hold_no_buffer() {
+    let mut s = polling();
+    let c = accept(&mut s, T0);
+    recv_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    assert_eq!(s.buffers(), (4, 0));
+    accept_would_block(&mut s, T0);
+    recv(&mut s, T0, c, b"x");
+    assert_eq!(s.buffers(), (4, 1));
+    send(&mut s, T0, c, b"X", 1);
+    assert_eq!(s.buffers(), (4, 0));
+}
+
+#[test]
+fn connections_wait_for_a_buffer_when_all_are_lent() {
+    let mut s = server(2, 1, 16, Config::default());
+    let [a, b] = connect(&mut s, T0, 2)[..] else {
+        unreachable!()
+    };
+    // a holds the only buffer with output its peer does not read.
+    accept_would_block(&mut s, T0);
+    recv(&mut s, T0, a, b"aaa");
+    send_outcome(&mut s, T0, a, nb::Error::WouldBlock);
+    recv_outcome(&mut s, T0, a, nb::Error::WouldBlock);
+    // b gets no buffer, so nothing is asked of it.
+    accept_would_block(&mut s, T0);
+    send_outcome(&mut s, T0, a, nb::Error::WouldBlock);
+    recv_outcome(&mut s, T0, a, nb::Error::WouldBlock);
+    wait(&mut s, T0);
+    accept_would_block(&mut s, T0);
+    send(&mut s, T0, a, b"AAA", 3);
+    recv_outcome(&mut s, T0, a, nb::Error::WouldBlock);
+    // The buffer came back: b reads.
+    recv(&mut s, T0, b, b"bb");
+    send(&mut s, T0, b, b"BB", 2);
+}
+
+// ---- failures -----------------------------------------------------------------------------
+
+#[test]
+fn a_reset_drops_that_connection_only() {
+    let mut s = polling();
+    let a = accept(&mut s, T0);
+    recv(&mut s, T0, a, b"lost");
+    send_outcome(&mut s, T0, a, nb::Error::WouldBlock);
+    recv_outcome(&mut s, T0, a, nb::Error::Other(ErrorKind::ConnectionReset));
+    assert_eq!(
+        op(&mut s, T0),
+        Op::Close(a, CloseReason::Failed(ErrorKind::ConnectionReset))
+    );
+    let b = accept(&mut s, T0);
+    assert_eq!(b.index(), a.index(), "the slot is reused");
+    assert_ne!(b, a, "under a new generation");
+    recv(&mut s, T0, b, b"kept");
+    send(&mut s, T0, b, b"KEPT", 4);
+    let st = *s.stats();
+    assert_eq!((st.failed, st.bytes_dropped, st.bytes_out), (1, 4, 4));
+    assert_eq!(s.buffers(), (4, 0));
+    balanced(&s);
+}
+
+#[test]
+fn broken_pipe_and_write_zero_close() {
+    let mut s = polling();
+    let c = accept(&mut s, T0);
+    recv(&mut s, T0, c, b"abc");
+    send_outcome(&mut s, T0, c, nb::Error::Other(ErrorKind::BrokenPipe));
+    assert_eq!(
+        op(&mut s, T0),
+        Op::Close(c, CloseReason::Failed(ErrorKind::BrokenPipe))
+    );
+    let c = accept(&mut s, T0);
+    recv(&mut s, T0, c, b"abc");
+    send(&mut s, T0, c, b"ABC", 0);
+    assert_eq!(
+        op(&mut s, T0),
+        Op::Close(c, CloseReason::Failed(ErrorKind::WriteZero))
+    );
+}
+
+#[test]
+fn interrupted_is_retried_not_fatal() {
+    let mut s = polling();
+    let c = accept(&mut s, T0);
+    recv_outcome(&mut s, T0, c, nb::Error::Other(ErrorKind::Interrupted));
+    recv(&mut s, T0, c, b"a");
+    send(&mut s, T0, c, b"A", 1);
+    assert_eq!(s.stats().failed, 0);
+}
+
+// ---- capacity and accept errors -------------------------------------------------------------
+
+#[test]
+fn refuses_cleanly_at_capacity_and_admits_again_after_a_close() {
+    let mut s = server(2, 2, 16, Config::default());
+    let [a, b] = connect(&mut s, T0, 2)[..] else {
+        unreachable!()
+    };
+    assert_eq!(op(&mut s, T0), Op::Accept);
+    assert_eq!(s.on_accepted(T0), Ok(Admission::Refused));
+    assert_eq!((s.stats().refused, s.stats().active), (1, 2));
+    recv_outcome(&mut s, T0, a, nb::Error::Other(ErrorKind::ConnectionReset));
+    assert_eq!(
+        op(&mut s, T0),
+        Op::Close(a, CloseReason::Failed(ErrorKind::ConnectionReset))
+    );
+    recv_outcome(&mut s, T0, b, nb::Error::WouldBlock);
+    let c = accept(&mut s, T0);
+    assert_eq!(c.index(), a.index());
+    assert_eq!(
+        (s.stats().accepted, s.stats().refused, s.stats().active),
+        (3, 1, 2)
+    );
+}
+
+#[test]
+fn accept_errors_back_off_exponentially_without_spinning() {
+    let mut s = polling();
+    let mut now = T0;
+    let mut accepts = Vec::new();
+    let mut polls = 0;
+    while accepts.len() < 5 {
+        polls += 1;
+        match op(&mut s, now) {
+            Op::Accept => {
+                accepts.push(now);
+                s.on_accept_error(now, nb::Error::Other(ErrorKind::Other))
+                    .unwrap();
+            }
+            Op::Wait(Some(until)) => {
+                assert!(until > now);
+                now = until;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let gaps: Vec<u64> = accepts
+        .windows(2)
+        .map(|w| (w[1] - w[0]).total_millis())
+        .collect();
+    assert_eq!(gaps, [10, 20, 40, 80]);
+    assert!(
+        polls < 60,
+        "{polls} polls for 150 ms of back-off: no spinning"
+    );
+    assert_eq!(s.stats().accept_errors, 5);
+    // A success resets the back-off.
+    while op(&mut s, now) != Op::Accept {
+        now = now + ms(1);
+    }
+    assert!(matches!(s.on_accepted(now), Ok(Admission::Admitted(_))));
+    assert_eq!(s.accept_backoff, Duration::ZERO);
+}
+
+#[test]
+fn accept_back_off_caps_and_ends_early_when_a_descriptor_is_freed() {
+    let config = Config {
+        accept_backoff_max: ms(40),
+        ..Config::default()
+    };
+    let mut s = server(4, 4, 16, config);
+    let c = accept(&mut s, T0);
+    recv_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    for _ in 0..5 {
+        // Fail; the next accept is not before now + back-off.
+        while op(&mut s, T0) != Op::Accept {}
+        s.on_accept_error(T0, nb::Error::Other(ErrorKind::Other))
+            .unwrap();
+        s.accept_retry_at = T0;
+    }
+    assert_eq!(s.accept_backoff, ms(40));
+    s.accept_retry_at = T0 + ms(40);
+    // The connection fails and is closed: accept is retried at once.
+    recv_outcome(&mut s, T0, c, nb::Error::Other(ErrorKind::ConnectionReset));
+    assert!(matches!(op(&mut s, T0), Op::Close(..)));
+    assert_eq!(op(&mut s, T0), Op::Accept);
+}
+
+// ---- timers -----------------------------------------------------------------------------
+
+#[test]
+fn idle_connections_time_out_and_active_ones_do_not() {
+    let config = Config {
+        idle_timeout: Some(Duration::from_secs(10)),
+        ..Config::default()
+    };
+    let mut s = server(4, 4, 16, config);
+    let [idle, busy] = connect(&mut s, T0, 2)[..] else {
+        unreachable!()
+    };
+    for secs in [4, 8] {
+        let closes = round(&mut s, T0 + Duration::from_secs(secs), &[(busy, b"b")]);
+        assert_eq!(closes, []);
+    }
+    let closes = round(&mut s, T0 + Duration::from_secs(10), &[]);
+    assert_eq!(closes, [(idle, CloseReason::TimedOut)]);
+    assert_eq!(round(&mut s, T0 + Duration::from_secs(17), &[]), []);
+    assert_eq!(
+        round(&mut s, T0 + Duration::from_secs(18), &[]),
+        [(busy, CloseReason::TimedOut)]
+    );
+    assert_eq!(s.stats().timeouts, 2);
+    assert_eq!(s.conn_state(idle), Err(ReportError::StaleConn(idle)));
+}
+
+#[test]
+fn the_wait_covers_the_idle_deadline_exactly() {
+    let config = Config {
+        idle_timeout: Some(Duration::from_secs(10)),
+        idle_backoff_max: Duration::from_secs(60),
+        ..Config::default()
+    };
+    let mut s = server(1, 1, 16, config);
+    let [c] = connect(&mut s, T0, 1)[..] else {
+        unreachable!()
+    };
+    assert_eq!(round(&mut s, T0 + Duration::from_secs(9), &[(c, b"a")]), []);
+    // The deadline moved to 19 s; the growing idle back-off never sleeps past it.
+    let mut now = T0 + Duration::from_secs(9);
+    loop {
+        match op(&mut s, now) {
+            Op::Accept => s.on_accept_error(now, nb::Error::WouldBlock).unwrap(),
+            Op::Recv(..) => s.on_recv(now, c, Err(nb::Error::WouldBlock)).unwrap(),
+            Op::Wait(Some(until)) => {
+                assert!(
+                    until > now && until <= T0 + Duration::from_secs(19),
+                    "{until}"
+                );
+                now = until;
+            }
+            Op::Close(conn, reason) => {
+                assert_eq!(
+                    (conn, reason, now),
+                    (c, CloseReason::TimedOut, T0 + Duration::from_secs(19))
+                );
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_idle_timeout_can_be_off() {
+    let config = Config {
+        idle_timeout: None,
+        ..Config::default()
+    };
+    let mut s = server(1, 1, 16, config);
+    let c = accept(&mut s, T0);
+    let later = Instant::from_secs(1_000_000);
+    recv_outcome(&mut s, later, c, nb::Error::WouldBlock);
+    assert_eq!(s.conn_state(c), Ok(ConnState::Open));
+}
+
+#[test]
+fn an_idle_polling_server_backs_off_to_the_cap() {
+    let mut s = polling();
+    let mut now = T0;
+    let mut waits = Vec::new();
+    for _ in 0..12 {
+        accept_would_block(&mut s, now);
+        let until = wait(&mut s, now).unwrap();
+        waits.push((until - now).total_micros());
+        now = until;
+    }
+    assert_eq!(
+        waits,
+        [50, 100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000, 10_000]
+    );
+    // Progress resets the back-off.
+    let c = accept(&mut s, now);
+    recv_outcome(&mut s, now, c, nb::Error::WouldBlock);
+    accept_would_block(&mut s, now);
+    recv_outcome(&mut s, now, c, nb::Error::WouldBlock);
+    assert_eq!(wait(&mut s, now), Some(now + Duration::from_micros(50)));
+}
+
+#[test]
+fn the_wait_stops_at_the_next_idle_deadline() {
+    let config = Config {
+        idle_timeout: Some(ms(1)),
+        idle_backoff_max: Duration::from_secs(1),
+        ..Config::default()
+    };
+    let mut s = server(1, 1, 16, config);
+    let c = accept(&mut s, T0);
+    let mut now = T0;
+    loop {
+        match op(&mut s, now) {
+            Op::Recv(..) => s.on_recv(now, c, Err(nb::Error::WouldBlock)).unwrap(),
+            Op::Accept => s.on_accept_error(now, nb::Error::WouldBlock).unwrap(),
+            Op::Wait(Some(until)) => {
+                assert!(until > now && until <= T0 + ms(1));
+                now = until;
+            }
+            Op::Close(_, reason) => {
+                assert_eq!((reason, now), (CloseReason::TimedOut, T0 + ms(1)));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+// ---- fairness ------------------------------------------------------------------------------
+
+#[test]
+fn a_fast_connection_cannot_starve_the_others() {
+    let config = Config {
+        visit_budget: 2,
+        ..Config::default()
+    };
+    let mut s = server(2, 2, 16, config);
+    let [fast, slow] = connect(&mut s, T0, 2)[..] else {
+        unreachable!()
+    };
+    // `fast` always has data, but after its budget of 2 operations it is `slow`'s turn.
+    accept_would_block(&mut s, T0);
+    recv(&mut s, T0, fast, b"f");
+    send(&mut s, T0, fast, b"F", 1);
+    recv(&mut s, T0, slow, b"s");
+    send(&mut s, T0, slow, b"S", 1);
+    assert_eq!(op(&mut s, T0), Op::Accept, "a new pass");
+    s.on_accept_error(T0, nb::Error::WouldBlock).unwrap();
+    recv(&mut s, T0, fast, b"f");
+}
+
+// ---- graceful shutdown --------------------------------------------------------------------
+
+#[test]
+fn shutdown_flushes_lingers_and_finishes() {
+    let mut s = polling();
+    let c = accept(&mut s, T0);
+    recv(&mut s, T0, c, b"in flight");
+    send_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    recv_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    s.begin_shutdown(T0 + Duration::from_secs(5));
+    assert_eq!(s.conn_state(c), Ok(ConnState::Draining));
+    // No more reads of new data, no accepts: flush, FIN, then read to the peer's FIN.
+    send(&mut s, T0, c, b"IN FLIGHT", 9);
+    assert_eq!(op(&mut s, T0), Op::Shutdown(c));
+    assert_eq!(s.conn_state(c), Ok(ConnState::Lingering));
+    recv(&mut s, T0, c, b"late");
+    recv(&mut s, T0, c, b"");
+    assert_eq!(op(&mut s, T0), Op::Close(c, CloseReason::Done));
+    assert_eq!(op(&mut s, T0), Op::Finished);
+    assert_eq!(op(&mut s, T0), Op::Finished);
+    let st = *s.stats();
+    assert_eq!(
+        (st.bytes_in, st.bytes_out, st.bytes_discarded, st.forced),
+        (9, 9, 4, 0)
+    );
+}
+
+#[test]
+fn shutdown_forces_closes_at_the_deadline() {
+    let mut s = polling();
+    let c = accept(&mut s, T0);
+    recv(&mut s, T0, c, b"stuck");
+    send_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    recv_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    let deadline = T0 + Duration::from_secs(5);
+    s.begin_shutdown(deadline);
+    // The peer never reads: sends would-block, the server sleeps, never past the deadline.
+    let mut now = T0;
+    for polls in 0.. {
+        assert!(polls < 2_000, "spinning");
+        match op(&mut s, now) {
+            Op::Send(conn, bytes) => {
+                assert_eq!((conn, &bytes[..]), (c, &b"STUCK"[..]));
+                s.on_send(now, c, Err(nb::Error::WouldBlock)).unwrap();
+            }
+            Op::Wait(Some(until)) => {
+                assert!(until > now && until <= deadline);
+                now = until;
+            }
+            Op::Close(conn, reason) => {
+                assert_eq!((conn, reason, now), (c, CloseReason::Forced, deadline));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(op(&mut s, now), Op::Finished);
+    let st = *s.stats();
+    assert_eq!((st.forced, st.bytes_dropped), (1, 5));
+    balanced(&s);
+}
+
+#[test]
+fn shutdown_with_no_connections_finishes_at_once() {
+    let mut s = polling();
+    s.begin_shutdown(T0 + Duration::from_secs(5));
+    assert_eq!(op(&mut s, T0), Op::Finished);
+}
+
+// ---- stale ids and caller mistakes -----------------------------------------------------------
+
+#[test]
+fn stale_ids_and_mismatched_reports_are_errors_not_panics() {
+    let mut s = polling();
+    let c = accept(&mut s, T0);
+    recv_outcome(&mut s, T0, c, nb::Error::Other(ErrorKind::ConnectionReset));
+    assert!(matches!(op(&mut s, T0), Op::Close(..)));
+    assert_eq!(s.conn_state(c), Err(ReportError::StaleConn(c)));
+    assert_eq!(s.on_ready(c, true, true), Err(ReportError::StaleConn(c)));
+    assert_eq!(s.on_recv(T0, c, Ok(1)), Err(ReportError::StaleConn(c)));
+    let unknown = ConnId {
+        index: 99,
+        generation: 0,
+    };
+    assert_eq!(
+        s.pending_output(unknown),
+        Err(ReportError::StaleConn(unknown))
+    );
+
+    let c = accept(&mut s, T0);
+    assert_eq!(s.on_send(T0, c, Ok(1)), Err(ReportError::Unexpected));
+    assert_eq!(s.on_accepted(T0), Err(ReportError::Unexpected));
+    assert!(matches!(op(&mut s, T0), Op::Recv(_, 16)));
+    assert_eq!(
+        s.on_recv(T0, c, Ok(17)),
+        Err(ReportError::Overrun {
+            reported: 17,
+            max: 16
+        })
+    );
+    // The failed report changed nothing: the right one is still accepted.
+    assert_eq!(s.on_recv(T0, c, Ok(0)), Ok(()));
+}
+
+#[test]
+fn an_unreported_operation_counts_as_not_done() {
+    let mut s = polling();
+    assert_eq!(op(&mut s, T0), Op::Accept);
+    // Polled again without a report: the Accept is abandoned.
+    assert!(matches!(op(&mut s, T0), Op::Wait(_)));
+    assert_eq!(s.on_accepted(T0), Err(ReportError::Unexpected));
+    let c = accept(&mut s, T0);
+    assert!(matches!(op(&mut s, T0), Op::Recv(..)));
+    // An abandoned Recv is simply offered again, with nothing lost or lent for good.
+    assert!(matches!(op(&mut s, T0), Op::Recv(..)));
+    recv_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    assert_eq!(s.buffers(), (4, 0));
+}
+
+// ---- readiness scheduling -----------------------------------------------------------------
+
+#[test]
+fn readiness_mode_only_tries_what_is_ready() {
+    let config = Config {
+        scheduling: Scheduling::Readiness,
+        idle_timeout: None,
+        ..Config::default()
+    };
+    let mut s = server(2, 2, 16, config);
+    assert_eq!(wait(&mut s, T0), None, "no listener readiness yet");
+    s.on_listener_ready();
+    let c = accept(&mut s, T0);
+    recv_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    accept_would_block(&mut s, T0);
+    assert_eq!(wait(&mut s, T0), None);
+    assert_eq!(
+        wait(&mut s, T0),
+        None,
+        "no back-off in readiness mode: it blocks"
+    );
+    s.on_ready(c, true, false).unwrap();
+    recv(&mut s, T0, c, b"ping");
+    send_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    recv_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    assert_eq!(wait(&mut s, T0), None);
+    s.on_ready(c, false, true).unwrap();
+    send(&mut s, T0, c, b"PING", 4);
+    assert_eq!(wait(&mut s, T0), None);
+}
+
+#[test]
+fn readiness_mode_keeps_unfinished_work_queued() {
+    let config = Config {
+        scheduling: Scheduling::Readiness,
+        visit_budget: 1,
+        ..Config::default()
+    };
+    let mut s = server(2, 2, 16, config);
+    s.on_listener_ready();
+    let a = accept(&mut s, T0);
+    // Budget 1: one Recv, then the visit ends; `a` still has work, so it stays queued
+    // (an edge-triggered source would not report it again).
+    recv(&mut s, T0, a, b"x");
+    send(&mut s, T0, a, b"X", 1);
+    recv_outcome(&mut s, T0, a, nb::Error::WouldBlock);
+    accept_would_block(&mut s, T0);
+    assert_eq!(
+        wait(&mut s, T0),
+        Some(T0 + Duration::from_secs(300)),
+        "only the idle timer"
+    );
+}

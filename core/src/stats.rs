@@ -1,0 +1,70 @@
+//! Counters the server keeps, readable at any time.
+
+use core::fmt;
+
+/// What the server has done so far. Every counter only grows, except `active`.
+///
+/// Byte accounting always balances:
+/// `bytes_in == bytes_out + bytes_dropped + bytes_buffered()`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections admitted.
+    pub accepted: u64,
+    /// Connections refused because every slot was taken.
+    pub refused: u64,
+    /// Connections open now.
+    pub active: u64,
+    /// Connections closed, for any reason.
+    pub closed: u64,
+    /// End-of-stream received from a peer.
+    pub peer_closed: u64,
+    /// Connections that failed on a read or write (reset, broken pipe, ...).
+    pub failed: u64,
+    /// Connections closed by the idle timeout.
+    pub timeouts: u64,
+    /// Connections force-closed at the graceful shutdown deadline.
+    pub forced: u64,
+    /// Failed accepts other than would-block (out of file descriptors, ...).
+    pub accept_errors: u64,
+    /// Bytes received and kept for echoing.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Received bytes never sent because their connection failed, timed out or was
+    /// forced closed.
+    pub bytes_dropped: u64,
+    /// Bytes read and thrown away while lingering after shutdown (never echoed, so not
+    /// part of `bytes_in`).
+    pub bytes_discarded: u64,
+}
+
+impl Stats {
+    /// Bytes received and not yet sent or dropped: what sits in buffers now.
+    pub const fn bytes_buffered(&self) -> u64 {
+        self.bytes_in - self.bytes_out - self.bytes_dropped
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "accepted={} refused={} active={} closed={} peer_closed={} failed={} timeouts={} \
+             forced={} accept_errors={} bytes_in={} bytes_out={} bytes_dropped={} bytes_discarded={}",
+            self.accepted,
+            self.refused,
+            self.active,
+            self.closed,
+            self.peer_closed,
+            self.failed,
+            self.timeouts,
+            self.forced,
+            self.accept_errors,
+            self.bytes_in,
+            self.bytes_out,
+            self.bytes_dropped,
+            self.bytes_discarded,
+        )
+    }
+}

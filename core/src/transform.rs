@@ -1,0 +1,98 @@
+//! What the server does to the bytes it echoes: [`Transform`], [`Uppercase`], [`Identity`].
+
+/// A length-preserving transformation applied in place to received bytes.
+///
+/// The server calls [`Transform::apply`] exactly once for every received byte, in stream
+/// order, on chunks whose boundaries depend on how the network split the data. A
+/// transform whose output for a byte depends only on that byte (like [`Uppercase`]) gives
+/// the same result however the stream is chunked; a transform that needs context must
+/// keep its own state between calls.
+pub trait Transform {
+    /// Transforms `bytes` in place. The length cannot change: the echo is byte for byte.
+    fn apply(&mut self, bytes: &mut [u8]);
+}
+
+/// ASCII uppercase, exactly like Python's `bytes.upper()`: `a`–`z` become `A`–`Z`, every
+/// other byte (UTF-8 sequences included) passes unchanged. The default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Uppercase;
+
+impl Transform for Uppercase {
+    fn apply(&mut self, bytes: &mut [u8]) {
+        bytes.make_ascii_uppercase();
+    }
+}
+
+/// No change: a plain echo.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Identity;
+
+impl Transform for Identity {
+    fn apply(&mut self, _bytes: &mut [u8]) {}
+}
+
+/// A built-in transform chosen at run time (the binary's `--mode upper|echo`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// [`Uppercase`].
+    #[default]
+    Upper,
+    /// [`Identity`].
+    Echo,
+}
+
+impl Transform for Mode {
+    fn apply(&mut self, bytes: &mut [u8]) {
+        match self {
+            Self::Upper => Uppercase.apply(bytes),
+            Self::Echo => Identity.apply(bytes),
+        }
+    }
+}
+
+impl<T: Transform + ?Sized> Transform for &mut T {
+    fn apply(&mut self, bytes: &mut [u8]) {
+        (**self).apply(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Python: `bytes(range(256)).upper()`.
+    fn python_upper(b: u8) -> u8 {
+        if b.is_ascii_lowercase() {
+            b - 32
+        } else {
+            b
+        }
+    }
+
+    #[test]
+    fn uppercase_matches_python_bytes_upper_for_all_256_values() {
+        let mut all: [u8; 256] = core::array::from_fn(|i| i as u8);
+        Uppercase.apply(&mut all);
+        for (i, &b) in all.iter().enumerate() {
+            assert_eq!(b, python_upper(i as u8), "byte {i:#04x}");
+        }
+    }
+
+    #[test]
+    fn uppercase_leaves_utf8_alone() {
+        let mut s = *b"h\xc3\xa9llo \xc3\x9f";
+        Uppercase.apply(&mut s);
+        assert_eq!(&s, b"H\xc3\xa9LLO \xc3\x9f");
+    }
+
+    #[test]
+    fn identity_and_mode() {
+        let mut s = *b"abc";
+        Identity.apply(&mut s);
+        assert_eq!(&s, b"abc");
+        Mode::Echo.apply(&mut s);
+        assert_eq!(&s, b"abc");
+        Mode::Upper.apply(&mut s);
+        assert_eq!(&s, b"ABC");
+    }
+}
