@@ -122,6 +122,11 @@ impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
         &self.listener
     }
 
+    /// The listener, mutably (for adapter-specific queries; accepting is the driver's).
+    pub fn listener_mut(&mut self) -> &mut L {
+        &mut self.listener
+    }
+
     /// The stream of a live connection.
     pub fn stream(&self, conn: ConnId) -> Option<&L::Stream> {
         self.server.conn_state(conn).ok()?;

@@ -1,0 +1,14 @@
+//! std adapter for [`nbecho_core`]: non-blocking `std::net` sockets behind the core's
+//! [`Listener`](nbecho_core::Listener)/[`Stream`](nbecho_core::Stream) traits, a clock,
+//! and the pieces of the `nbecho` binary (`serve`, `client`).
+//!
+//! The adapter decides nothing about *when* to do things: [`serve::run`] is the core's
+//! [`Driver`](nbecho_core::Driver) loop plus what a process needs (a clock, sleeping for
+//! [`Wait`](nbecho_core::Action::Wait), signals, logs).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod clock;
+pub mod net;
+pub mod serve;

@@ -1,0 +1,442 @@
+//! End-to-end: the real `nbecho` binary over loopback. Every test is bounded in time and
+//! asserts exact bytes and exact behaviour.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_nbecho");
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A running `nbecho serve` on a free loopback port, killed on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    #[track_caller]
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nbecho serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let addr = addr.split_whitespace().next().unwrap_or_default();
+                    let _ = tx.send(addr.parse::<SocketAddr>().expect("logged address"));
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(LIMIT)
+            .expect("server did not log its address");
+        Self { child, addr, log }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect");
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        stream.set_write_timeout(Some(LIMIT)).unwrap();
+        stream
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit by itself.
+    #[track_caller]
+    fn wait(mut self) -> (ExitStatus, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the stderr reader catch up with the last lines.
+                thread::sleep(Duration::from_millis(100));
+                return (status, self.log.lock().unwrap().clone());
+            }
+            assert!(
+                start.elapsed() < LIMIT,
+                "server did not exit: {}",
+                self.log.lock().unwrap()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The number after `name=` in the final stats line.
+    fn stat(log: &str, name: &str) -> u64 {
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("stopped"))
+            .expect("stats line");
+        let field = line.split(&format!(" {name}=")).nth(1).expect(name);
+        field
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Python's `bytes.upper()`.
+fn upper(data: &[u8]) -> Vec<u8> {
+    data.iter().map(u8::to_ascii_uppercase).collect()
+}
+
+/// Deterministic bytes covering every value, lowercase letters included.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Writes `data` from a thread (so neither side's buffers can deadlock us), half-closes,
+/// and reads the reply to end-of-stream.
+fn try_echo(stream: TcpStream, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut writer = stream.try_clone()?;
+    let data = data.to_vec();
+    let sender = thread::spawn(move || -> std::io::Result<()> {
+        writer.write_all(&data)?;
+        writer.shutdown(Shutdown::Write)
+    });
+    let mut reply = Vec::new();
+    let mut reader = stream;
+    let read = reader.read_to_end(&mut reply);
+    sender.join().unwrap()?;
+    read.map(|_| reply)
+}
+
+#[track_caller]
+fn echo(stream: TcpStream, data: &[u8]) -> Vec<u8> {
+    try_echo(stream, data).expect("echo")
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let feeder = thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let output = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    output
+}
+
+// ---- echo --------------------------------------------------------------------------------
+
+#[test]
+fn one_mib_comes_back_uppercased_exactly_then_eof_after_half_close() {
+    let server = Server::start(&[]);
+    let data = pattern(1 << 20, 1);
+    let reply = echo(server.connect(), &data);
+    assert_eq!(reply.len(), data.len());
+    assert!(reply == upper(&data), "reply differs from upper(sent)");
+}
+
+#[test]
+fn all_256_byte_values_follow_python_bytes_upper() {
+    let server = Server::start(&[]);
+    let data: Vec<u8> = (0..=255u8).cycle().take(256 * 4).collect();
+    let reply = echo(server.connect(), &data);
+    let expected: Vec<u8> = data
+        .iter()
+        .map(|&b| if b.is_ascii_lowercase() { b - 32 } else { b })
+        .collect();
+    assert_eq!(reply, expected);
+}
+
+#[test]
+fn echo_mode_returns_bytes_unchanged() {
+    let server = Server::start(&["--mode", "echo"]);
+    let data = pattern(100_000, 2);
+    assert!(echo(server.connect(), &data) == data);
+}
+
+#[test]
+fn many_clients_at_once_each_get_their_own_bytes() {
+    let server = Server::start(&["--buffer-size", "512"]);
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let stream = server.connect();
+            thread::spawn(move || {
+                let data = pattern(64 * 1024 + i * 777, i as u64 + 10);
+                assert!(echo(stream, &data) == upper(&data), "client {i}");
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+}
+
+// ---- the client ----------------------------------------------------------------------------
+
+#[test]
+fn piped_client_prints_the_reply_and_exits() {
+    let server = Server::start(&[]);
+    let addr = server.addr.to_string();
+    let out = run(&["client", "--connect", &addr], b"hello\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"HELLO\n");
+
+    let data = pattern(300_000, 3);
+    let out = run(&["client", "--connect", &addr], &data);
+    assert!(out.status.success());
+    assert!(out.stdout == upper(&data));
+}
+
+#[test]
+fn interactive_client_prompts_like_the_textbook() {
+    let server = Server::start(&[]);
+    let addr = server.addr.to_string();
+    let out = run(
+        &["client", "--connect", &addr, "--interactive"],
+        b"hello\nmixed Case 1\r\n\nbye",
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "msg>>: HELLO\nmsg>>: MIXED CASE 1\nmsg>>: msg>>: BYE\nmsg>>: \n"
+    );
+}
+
+#[test]
+fn client_reports_an_unreachable_server() {
+    // Bind and drop to find a port with nothing listening.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = run(&["client", "--connect", &format!("127.0.0.1:{port}")], b"x");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("nbecho: cannot connect to 127.0.0.1:"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+// ---- bad input -------------------------------------------------------------------------------
+
+#[test]
+fn bad_flags_are_clean_errors() {
+    for args in [
+        &["serve", "--bogus"][..],
+        &["serve", "--max-conns", "0"],
+        &["serve", "--max-conns", "-5"],
+        &["serve", "--buffer-size", "8"],
+        &["serve", "--listen", "not-an-address"],
+        &["serve", "--driver", "telepathy"],
+        &["frobnicate"],
+    ] {
+        let out = run(args, b"");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_a_one_line_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run(&["serve", "--listen", &addr], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr,
+        format!("nbecho: cannot listen on {addr}: Address already in use (os error 98)\n")
+    );
+}
+
+#[test]
+fn absurd_memory_is_refused_not_an_abort() {
+    let out = run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-conns",
+            "10000000",
+            "--buffer-size",
+            "16777216",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.starts_with("nbecho: buffers would take"), "{stderr}");
+}
+
+// ---- limits and timers ---------------------------------------------------------------------
+
+#[test]
+fn beyond_max_conns_clients_are_refused_then_served_again() {
+    let server = Server::start(&["--max-conns", "2"]);
+    let a = server.connect();
+    let b = server.connect();
+    // Make sure both are admitted before the third arrives.
+    for mut s in [&a, &b] {
+        s.write_all(b"hi").unwrap();
+        let mut r = [0; 2];
+        s.read_exact(&mut r).unwrap();
+        assert_eq!(&r, b"HI");
+    }
+    let mut refused = server.connect();
+    let mut buf = [0; 1];
+    // Accepted and closed at once: end-of-stream (or a reset if our byte raced it).
+    let _ = refused.write_all(b"x");
+    assert!(matches!(refused.read(&mut buf), Ok(0) | Err(_)));
+    drop((a, b));
+    // Slots free again: served. (Retry while the server notices the closes.)
+    let start = Instant::now();
+    loop {
+        let reply = try_echo(server.connect(), b"again");
+        if reply.as_deref().is_ok_and(|r| r == b"AGAIN") {
+            break;
+        }
+        assert!(start.elapsed() < LIMIT, "never served again");
+        thread::sleep(Duration::from_millis(20));
+    }
+    server.signal("TERM");
+    let (status, log) = server.wait();
+    assert!(status.success());
+    assert!(Server::stat(&log, "refused") >= 1, "{log}");
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_timeout() {
+    let server = Server::start(&["--idle-timeout", "1"]);
+    let mut idle = server.connect();
+    let start = Instant::now();
+    let mut buf = [0; 1];
+    assert_eq!(idle.read(&mut buf).unwrap(), 0, "closed with a FIN");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+}
+
+// ---- graceful shutdown ---------------------------------------------------------------------
+
+#[test]
+fn sigterm_echoes_every_byte_read_then_exits_zero() {
+    let server = Server::start(&["--buffer-size", "65536"]);
+    let mut client = server.connect();
+    let data = pattern(32 * 1024, 4);
+    client.write_all(&data).unwrap();
+    thread::sleep(Duration::from_millis(200)); // the server reads it
+    server.signal("TERM");
+    // Everything the server read comes back, then its FIN; then we close.
+    let mut reply = Vec::new();
+    client.read_to_end(&mut reply).unwrap();
+    drop(client);
+    let (status, log) = server.wait();
+    assert!(status.success(), "{log}");
+    assert!(
+        reply == upper(&data),
+        "{} of {} bytes",
+        reply.len(),
+        data.len()
+    );
+    assert_eq!(Server::stat(&log, "bytes_out"), data.len() as u64);
+    assert_eq!(Server::stat(&log, "forced"), 0);
+}
+
+#[test]
+fn the_shutdown_deadline_forces_exit_one() {
+    let server = Server::start(&["--shutdown-timeout", "1", "--buffer-size", "1024"]);
+    // A client that sends a lot and never reads: the server's output is stuck.
+    let client = server.connect();
+    let mut writer = client.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    for _ in 0..64 {
+        if writer.write_all(&chunk).is_err() {
+            break; // both sides' buffers are full
+        }
+    }
+    server.signal("TERM");
+    let (status, log) = server.wait();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert_eq!(Server::stat(&log, "forced"), 1);
+    drop(client);
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let server = Server::start(&["--shutdown-timeout", "30"]);
+    let client = server.connect();
+    let mut writer = client.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    for _ in 0..64 {
+        if writer.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    server.signal("TERM");
+    thread::sleep(Duration::from_millis(200));
+    server.signal("INT");
+    let start = Instant::now();
+    let (status, _) = server.wait();
+    assert_eq!(status.code(), Some(1));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    drop(client);
+}
