@@ -1,4 +1,6 @@
 //! `nbecho`: a non-blocking uppercase echo server (`serve`) and its client (`client`).
+// A std crate by definition: the workspace's `core`-over-`std` lint is for no_std code.
+#![allow(clippy::std_instead_of_core)]
 
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -1,5 +1,7 @@
 //! End-to-end: the real `nbecho` binary over loopback. Every test is bounded in time and
 //! asserts exact bytes and exact behaviour.
+// A std crate by definition: the workspace's `core`-over-`std` lint is for no_std code.
+#![allow(clippy::std_instead_of_core)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
