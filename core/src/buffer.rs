@@ -90,6 +90,11 @@ impl<'a> Pool<'a> {
         self.in_use
     }
 
+    /// True if [`alloc`](Self::alloc) would lend a block.
+    pub(crate) fn can_lend(&self) -> bool {
+        self.free != NIL || self.fresh < self.blocks
+    }
+
     /// Lends a block, or `None` when all are lent.
     pub(crate) fn alloc(&mut self) -> Option<u32> {
         let block = if self.free != NIL {

@@ -37,8 +37,20 @@ pub trait Listener {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Step {
-    /// A read or write was tried (its outcome went to the server).
-    Io,
+    /// A read of `conn` was tried; `outcome` went to the server.
+    Recv {
+        /// The connection read.
+        conn: ConnId,
+        /// What the stream answered.
+        outcome: nb::Result<usize, ErrorKind>,
+    },
+    /// A write to `conn` was tried; `outcome` went to the server.
+    Send {
+        /// The connection written.
+        conn: ConnId,
+        /// What the stream answered.
+        outcome: nb::Result<usize, ErrorKind>,
+    },
     /// Nothing was waiting to be accepted.
     AcceptWouldBlock,
     /// A connection was admitted.
@@ -166,7 +178,7 @@ impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
                 };
                 let reported = self.server.on_recv(now, conn, outcome);
                 debug_assert_eq!(reported, Ok(()));
-                Step::Io
+                Step::Recv { conn, outcome }
             }
             Action::Send { conn, bytes } => {
                 let outcome = match self.streams[conn.index()].as_mut() {
@@ -175,7 +187,7 @@ impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
                 };
                 let reported = self.server.on_send(now, conn, outcome);
                 debug_assert_eq!(reported, Ok(()));
-                Step::Io
+                Step::Send { conn, outcome }
             }
             Action::Shutdown { conn } => {
                 if let Some(stream) = self.streams[conn.index()].as_mut() {

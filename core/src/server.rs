@@ -238,6 +238,11 @@ impl<'a, T: Transform> Server<'a, T> {
                 self.idle_backoff = Duration::ZERO;
                 continue;
             }
+            // Readiness that arrived after this pass's accept (a readiness pass is just
+            // "the queue drained") is not waited for.
+            if self.config.scheduling == Scheduling::Readiness && self.may_accept(now) {
+                continue;
+            }
             return Plan::Wait(self.wait_until(now));
         }
     }
@@ -375,7 +380,12 @@ impl<'a, T: Transform> Server<'a, T> {
         state == ConnState::Closing
             || (slot.len > 0 && slot.writable && state.may_send())
             || (slot.len == 0 && matches!(state, ConnState::PeerClosed | ConnState::Draining))
-            || (state.may_recv() && slot.readable && slot.len < self.pool.block_size())
+            || (state.may_recv()
+                && slot.readable
+                && slot.len < self.pool.block_size()
+                // Without a buffer to read into there is nothing to do until one comes
+                // back (`release_block` wakes the starved).
+                && (slot.block != NIL || self.pool.can_lend()))
     }
 
     fn schedule(&mut self, idx: u32) {

@@ -816,3 +816,43 @@ fn readiness_mode_keeps_unfinished_work_queued() {
         "only the idle timer"
     );
 }
+
+/// Found by the simulation (seed 16): in readiness mode a readable connection that could
+/// get no buffer was requeued forever, and `poll` never returned.
+#[test]
+fn readiness_mode_waits_for_a_buffer_instead_of_spinning() {
+    let config = Config {
+        scheduling: Scheduling::Readiness,
+        ..Config::default()
+    };
+    let mut s = server(2, 1, 16, config);
+    s.on_listener_ready();
+    let a = accept(&mut s, T0);
+    recv(&mut s, T0, a, b"aaa");
+    send_outcome(&mut s, T0, a, nb::Error::WouldBlock);
+    recv_outcome(&mut s, T0, a, nb::Error::WouldBlock);
+    let b = accept(&mut s, T0);
+    // b is readable but the only buffer is a's: nothing to do but wait.
+    accept_would_block(&mut s, T0);
+    assert!(wait(&mut s, T0).is_some());
+    // a drains; the buffer comes back and b is woken without any new readiness.
+    s.on_ready(a, false, true).unwrap();
+    send(&mut s, T0, a, b"AAA", 3);
+    recv(&mut s, T0, b, b"bb");
+    send(&mut s, T0, b, b"BB", 2);
+}
+
+/// Found by the simulation (seed 345): listener readiness reported after the pass's
+/// accept would-blocked was ignored, and the server waited forever.
+#[test]
+fn readiness_mode_accepts_after_late_listener_readiness() {
+    let config = Config {
+        scheduling: Scheduling::Readiness,
+        ..Config::default()
+    };
+    let mut s = server(2, 2, 16, config);
+    s.on_listener_ready();
+    accept_would_block(&mut s, T0);
+    s.on_listener_ready();
+    assert_eq!(op(&mut s, T0), Op::Accept);
+}

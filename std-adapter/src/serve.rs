@@ -169,7 +169,7 @@ pub fn run(
             driver.server_mut().begin_shutdown(deadline);
         }
         match driver.step(clock.now()) {
-            Step::Io | Step::AcceptWouldBlock => {}
+            Step::Recv { .. } | Step::Send { .. } | Step::AcceptWouldBlock => {}
             Step::Wait(until) => clock.sleep_until(until, MAX_NAP),
             Step::Finished => break,
             Step::Accepted(conn) => {
