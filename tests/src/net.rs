@@ -1,0 +1,414 @@
+//! The simulated network: an in-memory listener and streams implementing the core's
+//! [`Listener`] and [`Stream`] traits, the client peers at their other ends, and seeded
+//! fault injection. Single-threaded and ordered (no hash maps, no clock): the same
+//! schedule gives the same trace.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use nbecho_core::{nb, ErrorKind, Instant, Listener, Stream, Transform, Uppercase};
+
+use crate::rng::Rng;
+use crate::schedule::{Behaviour, ClientPlan, Faults};
+
+/// Bytes a client can have in flight towards the server (its socket buffer), and the
+/// server towards a client.
+pub const WINDOW: usize = 4096;
+
+/// One connection as both ends and an observer see it.
+#[derive(Debug, Default)]
+pub struct Pipe {
+    /// Sent by the client, not yet read by the server.
+    pub to_server: VecDeque<u8>,
+    /// The client shut down its write side.
+    pub client_eof: bool,
+    /// Written by the server, not yet read by the client.
+    pub to_client: VecDeque<u8>,
+    /// The server shut down its write side.
+    pub server_fin: bool,
+    /// The client reset the connection.
+    pub reset: bool,
+    /// The server released its stream.
+    pub server_closed: bool,
+    /// The server accepted it.
+    pub accepted: bool,
+    /// Everything the server read before its FIN (what it must echo).
+    pub server_read: Vec<u8>,
+    /// `transform(server_read)`: the only bytes the server may ever write.
+    pub expected: Vec<u8>,
+    /// How many of `expected` the server has written.
+    pub written: usize,
+    /// Read by the server after its FIN and thrown away (lingering).
+    pub discarded: u64,
+    /// Everything the client has read.
+    pub client_received: Vec<u8>,
+}
+
+/// A client peer: its plan, payload and progress.
+#[derive(Debug)]
+pub struct Client {
+    /// What it was told to do.
+    pub plan: ClientPlan,
+    /// What it sends.
+    pub payload: Vec<u8>,
+    /// When it connects.
+    pub connect_at: Instant,
+    /// It has connected (queued on the listener).
+    pub connected: bool,
+    /// Bytes of `payload` sent.
+    pub sent: usize,
+}
+
+impl Client {
+    fn read_resumes_at(&self) -> Instant {
+        self.connect_at + nbecho_core::Duration::from_millis(self.plan.read_pause_ms.into())
+    }
+}
+
+/// The whole simulated network.
+#[derive(Debug)]
+pub struct Net {
+    rng: Rng,
+    faults: Faults,
+    /// Clients that connected and wait to be accepted.
+    backlog: VecDeque<usize>,
+    /// One pipe per client, by client index.
+    pub pipes: Vec<Pipe>,
+    /// The clients, by index.
+    pub clients: Vec<Client>,
+    /// Contract breaches seen at the stream level (operations after close, bytes sent that
+    /// were never received, ...). Must stay empty.
+    pub violations: Vec<String>,
+    /// Faults injected so far.
+    pub injected: u64,
+    /// The client the last successful accept returned.
+    pub last_accepted: Option<usize>,
+    /// Readiness edges not yet reported: (client, readable, writable).
+    pub edges: Vec<(usize, bool, bool)>,
+    /// The listener became ready.
+    pub listener_edge: bool,
+}
+
+/// A shared handle: the listener, the streams and the harness all see one network.
+pub type SharedNet = Rc<RefCell<Net>>;
+
+impl Net {
+    /// A network with these clients, nobody connected yet.
+    pub fn new(seed: u64, faults: Faults, plans: &[ClientPlan]) -> SharedNet {
+        let mut rng = Rng::new(seed);
+        let clients = plans
+            .iter()
+            .map(|plan| Client {
+                plan: plan.clone(),
+                payload: rng.bytes(plan.bytes.into()),
+                connect_at: Instant::from_millis(plan.connect_at_ms.into()),
+                connected: false,
+                sent: 0,
+            })
+            .collect::<Vec<_>>();
+        let pipes = clients.iter().map(|_| Pipe::default()).collect();
+        Rc::new(RefCell::new(Self {
+            rng,
+            faults,
+            backlog: VecDeque::new(),
+            pipes,
+            clients,
+            violations: Vec::new(),
+            injected: 0,
+            last_accepted: None,
+            edges: Vec::new(),
+            listener_edge: false,
+        }))
+    }
+
+    fn inject(&mut self, percent: u8) -> bool {
+        let hit = self.rng.chance(percent);
+        self.injected += u64::from(hit);
+        hit
+    }
+
+    /// A transfer size: all of `max`, or with a short-I/O fault anything down to 1.
+    fn size(&mut self, max: usize) -> usize {
+        if max > 1 && self.inject(self.faults.short_io) {
+            self.rng.range(1, max as u64) as usize
+        } else {
+            max
+        }
+    }
+
+    fn edge(&mut self, client: usize, readable: bool, writable: bool) {
+        self.edges.push((client, readable, writable));
+    }
+
+    /// True once the client has nothing more to do: it reset, or the server closed and
+    /// the client has read everything that was in flight.
+    pub fn client_done(&self, i: usize) -> bool {
+        let pipe = &self.pipes[i];
+        pipe.reset || (pipe.server_closed && pipe.to_client.is_empty())
+    }
+
+    /// Lets every client act once at `now`: connect, write a chunk, reset, half-close,
+    /// read. Returns true if any of them did something.
+    pub fn clients_act(&mut self, now: Instant) -> bool {
+        let mut acted = false;
+        for i in 0..self.clients.len() {
+            acted |= self.client_act(i, now);
+        }
+        acted
+    }
+
+    fn client_act(&mut self, i: usize, now: Instant) -> bool {
+        let client = &self.clients[i];
+        if !client.connected {
+            if now < client.connect_at {
+                return false;
+            }
+            self.clients[i].connected = true;
+            self.backlog.push_back(i);
+            self.listener_edge = true;
+            return true;
+        }
+        if self.client_done(i) {
+            return false;
+        }
+        let mut acted = false;
+        let (plan, sent, total) = (client.plan.clone(), client.sent, client.payload.len());
+        let pipe = &self.pipes[i];
+        // Write a chunk (not once the server has closed: the write would fail).
+        if !pipe.client_eof && !pipe.server_closed && sent < total && pipe.to_server.len() < WINDOW
+        {
+            let n = usize::from(plan.write_chunk)
+                .min(total - sent)
+                .min(WINDOW - pipe.to_server.len());
+            let chunk = self.clients[i].payload[sent..sent + n].to_vec();
+            self.pipes[i].to_server.extend(chunk);
+            self.clients[i].sent += n;
+            self.edge(i, true, false);
+            acted = true;
+        }
+        let sent = self.clients[i].sent;
+        match plan.behaviour {
+            Behaviour::ResetAfter(after)
+                if sent >= total.min(after.into()) && !self.pipes[i].server_closed =>
+            {
+                self.pipes[i].reset = true;
+                self.edge(i, true, true);
+                return true;
+            }
+            Behaviour::HalfClose
+                if sent == total && !self.pipes[i].client_eof && !self.pipes[i].server_closed =>
+            {
+                self.pipes[i].client_eof = true;
+                self.edge(i, true, false);
+                acted = true;
+            }
+            _ => {}
+        }
+        // Read (unless pausing, as a slow reader).
+        if now >= self.clients[i].read_resumes_at() {
+            let pipe = &mut self.pipes[i];
+            if !pipe.to_client.is_empty() {
+                pipe.client_received.extend(pipe.to_client.drain(..));
+                self.edge(i, false, true);
+                acted = true;
+            }
+            let pipe = &mut self.pipes[i];
+            // The server's FIN is read: the client closes its side too (the idle client
+            // and the one cut short by a server shutdown).
+            if pipe.to_client.is_empty() && pipe.server_fin && !pipe.client_eof {
+                pipe.client_eof = true;
+                self.edge(i, true, false);
+                acted = true;
+            }
+        }
+        acted
+    }
+
+    /// The earliest future time at which a client will act by the clock alone.
+    pub fn next_client_event(&self, now: Instant) -> Option<Instant> {
+        self.clients
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| !self.client_done(i))
+            .flat_map(|(_, c)| [c.connect_at, c.read_resumes_at()])
+            .filter(|&t| t > now)
+            .min()
+    }
+
+    /// True if some client would act again without time passing.
+    pub fn clients_busy(&self) -> bool {
+        self.clients.iter().enumerate().any(|(i, c)| {
+            let pipe = &self.pipes[i];
+            !self.client_done(i)
+                && c.connected
+                && ((!pipe.client_eof && c.sent < c.payload.len() && pipe.to_server.len() < WINDOW)
+                    || (c.plan.behaviour == Behaviour::HalfClose
+                        && c.sent == c.payload.len()
+                        && !pipe.client_eof))
+        })
+    }
+}
+
+/// The server's listening socket on the simulated network.
+#[derive(Debug)]
+pub struct SimListener(pub SharedNet);
+
+impl Listener for SimListener {
+    type Stream = SimStream;
+
+    fn accept(&mut self) -> nb::Result<SimStream, ErrorKind> {
+        let mut guard = self.0.borrow_mut();
+        let net = &mut *guard;
+        if net.backlog.is_empty() {
+            return Err(nb::Error::WouldBlock);
+        }
+        if net.inject(net.faults.accept_error) {
+            // Like EMFILE: the connection stays in the backlog.
+            return Err(nb::Error::Other(ErrorKind::Other));
+        }
+        if net.inject(net.faults.accept_would_block) {
+            net.listener_edge = true; // spurious: readiness will be reported again
+            return Err(nb::Error::WouldBlock);
+        }
+        let i = net.backlog.pop_front().expect("checked non-empty");
+        net.pipes[i].accepted = true;
+        net.last_accepted = Some(i);
+        Ok(SimStream {
+            net: Rc::clone(&self.0),
+            client: i,
+        })
+    }
+}
+
+/// The server's end of one simulated connection.
+#[derive(Debug)]
+pub struct SimStream {
+    net: SharedNet,
+    /// The client at the other end.
+    pub client: usize,
+}
+
+impl Stream for SimStream {
+    fn read(&mut self, buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
+        let mut guard = self.net.borrow_mut();
+        let net = &mut *guard;
+        let i = self.client;
+        if net.pipes[i].server_closed || buf.is_empty() {
+            let why = if buf.is_empty() {
+                "an empty buffer"
+            } else {
+                "a closed stream"
+            };
+            net.violations.push(format!("client {i}: read into {why}"));
+            return Err(nb::Error::Other(ErrorKind::InvalidInput));
+        }
+        if net.pipes[i].reset {
+            return Err(nb::Error::Other(ErrorKind::ConnectionReset));
+        }
+        if net.inject(net.faults.read_would_block) {
+            net.edge(i, true, false);
+            return Err(nb::Error::WouldBlock);
+        }
+        let available = net.pipes[i].to_server.len();
+        if available == 0 {
+            return if net.pipes[i].client_eof {
+                Ok(0)
+            } else {
+                Err(nb::Error::WouldBlock)
+            };
+        }
+        let n = net.size(buf.len().min(available));
+        let pipe = &mut net.pipes[i];
+        for (dst, src) in buf[..n].iter_mut().zip(pipe.to_server.drain(..n)) {
+            *dst = src;
+        }
+        if pipe.server_fin {
+            pipe.discarded += n as u64;
+        } else {
+            pipe.server_read.extend_from_slice(&buf[..n]);
+            let mut echoed = buf[..n].to_vec();
+            Uppercase.apply(&mut echoed);
+            pipe.expected.extend_from_slice(&echoed);
+        }
+        Ok(n)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> nb::Result<usize, ErrorKind> {
+        let mut guard = self.net.borrow_mut();
+        let net = &mut *guard;
+        let i = self.client;
+        let pipe = &net.pipes[i];
+        if pipe.server_closed || pipe.server_fin || bytes.is_empty() {
+            let why = if bytes.is_empty() {
+                "an empty write"
+            } else {
+                "a write after shutdown or close"
+            };
+            net.violations.push(format!("client {i}: {why}"));
+            return Err(nb::Error::Other(ErrorKind::InvalidInput));
+        }
+        if pipe.reset {
+            return Err(nb::Error::Other(ErrorKind::ConnectionReset));
+        }
+        if net.inject(net.faults.write_would_block) {
+            net.edge(i, false, true);
+            return Err(nb::Error::WouldBlock);
+        }
+        let room = WINDOW - net.pipes[i].to_client.len();
+        if room == 0 {
+            return Err(nb::Error::WouldBlock); // the client's read makes it writable again
+        }
+        let n = net.size(bytes.len().min(room));
+        let pipe = &mut net.pipes[i];
+        let at = pipe.written;
+        if pipe.expected.get(at..at + n) != Some(&bytes[..n]) {
+            let msg = format!(
+                "client {i}: wrote {n} bytes at offset {at} that are not transform(received) \
+                 (received {} bytes)",
+                pipe.expected.len()
+            );
+            net.violations.push(msg);
+            return Err(nb::Error::Other(ErrorKind::InvalidData));
+        }
+        let pipe = &mut net.pipes[i];
+        pipe.written += n;
+        pipe.to_client.extend(&bytes[..n]);
+        Ok(n)
+    }
+
+    fn shutdown_write(&mut self) -> Result<(), ErrorKind> {
+        let mut guard = self.net.borrow_mut();
+        let net = &mut *guard;
+        let i = self.client;
+        let pipe = &mut net.pipes[i];
+        let (again, written, expected) = (
+            pipe.server_fin || pipe.server_closed,
+            pipe.written,
+            pipe.expected.len(),
+        );
+        pipe.server_fin = true;
+        if again {
+            net.violations
+                .push(format!("client {i}: shut down twice, or after close"));
+            return Err(ErrorKind::InvalidInput);
+        }
+        if written != expected {
+            net.violations.push(format!(
+                "client {i}: FIN with {written} of {expected} echo bytes unsent"
+            ));
+        }
+        Ok(())
+    }
+
+    fn close(self) {
+        let mut guard = self.net.borrow_mut();
+        let net = &mut *guard;
+        let pipe = &mut net.pipes[self.client];
+        let again = std::mem::replace(&mut pipe.server_closed, true);
+        if again {
+            net.violations
+                .push(format!("client {}: closed twice", self.client));
+        }
+    }
+}

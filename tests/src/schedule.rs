@@ -1,0 +1,277 @@
+//! What a simulation run does: the server's configuration, the faults the network
+//! injects, and each client's behaviour. Generated from a seed, by proptest (with
+//! shrinking), or decoded from fuzzer bytes with `arbitrary`; [`Schedule::normalized`]
+//! brings any of them into range.
+
+use arbitrary::Arbitrary;
+
+use crate::rng::Rng;
+
+/// One simulation run.
+#[derive(Clone, Debug, PartialEq, Eq, Arbitrary)]
+pub struct Schedule {
+    /// Seeds the network's fault injection and the clients' payloads.
+    pub seed: u64,
+    /// The server under test.
+    pub server: ServerPlan,
+    /// Fault rates.
+    pub faults: Faults,
+    /// The clients, in the order they are created.
+    pub clients: Vec<ClientPlan>,
+}
+
+/// The server's configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Arbitrary)]
+pub struct ServerPlan {
+    /// Connection slots (1..=8).
+    pub capacity: u8,
+    /// Buffers in the pool (1..=capacity).
+    pub buffers: u8,
+    /// Bytes per buffer (16..=2048).
+    pub buffer_size: u16,
+    /// Idle timeout in ms (50..=5000), or none.
+    pub idle_timeout_ms: Option<u16>,
+    /// Operations per visit (1..=8).
+    pub visit_budget: u8,
+    /// Readiness scheduling (the epoll role) instead of polling.
+    pub readiness: bool,
+    /// Start a graceful shutdown at this time (ms), mid-traffic, with a 2 s deadline.
+    pub shutdown_at_ms: Option<u16>,
+}
+
+/// Fault rates, in percent of the operations concerned (each 0..=60).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Arbitrary)]
+pub struct Faults {
+    /// `accept` would-blocks although a connection is waiting.
+    pub accept_would_block: u8,
+    /// `accept` fails as if out of file descriptors.
+    pub accept_error: u8,
+    /// A read would-blocks although data is there.
+    pub read_would_block: u8,
+    /// A write would-blocks although there is room.
+    pub write_would_block: u8,
+    /// A read or write moves fewer bytes than it could (down to 1).
+    pub short_io: u8,
+}
+
+/// One client.
+#[derive(Clone, Debug, PartialEq, Eq, Arbitrary)]
+pub struct ClientPlan {
+    /// When it connects (ms).
+    pub connect_at_ms: u16,
+    /// How many bytes it sends (0..=20000).
+    pub bytes: u16,
+    /// The most it writes at once (1..=4096).
+    pub write_chunk: u16,
+    /// It does not read before this many ms after connecting (a slow reader), 0..=3000.
+    pub read_pause_ms: u16,
+    /// What it does once its bytes are sent.
+    pub behaviour: Behaviour,
+}
+
+/// How a client ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Arbitrary)]
+pub enum Behaviour {
+    /// Shuts down its write side after sending, reads to end-of-stream (the normal case).
+    HalfClose,
+    /// Resets the connection once it has sent this many bytes (before, during or after
+    /// the echo).
+    ResetAfter(u16),
+    /// Sends, then keeps the connection open and silent until the server ends it.
+    Idle,
+}
+
+impl Schedule {
+    /// The most clients a schedule keeps.
+    pub const MAX_CLIENTS: usize = 24;
+
+    /// A random schedule: everything follows from `seed`.
+    pub fn from_seed(seed: u64) -> Self {
+        let mut rng = Rng::new(seed ^ 0x5eed);
+        let small = |rng: &mut Rng, hi: u64| rng.range(0, hi) as u8;
+        let server = ServerPlan {
+            capacity: rng.range(1, 8) as u8,
+            buffers: rng.range(1, 8) as u8,
+            buffer_size: rng.range(16, 2048) as u16,
+            idle_timeout_ms: rng.chance(40).then(|| rng.range(50, 5000) as u16),
+            visit_budget: rng.range(1, 8) as u8,
+            readiness: rng.chance(50),
+            shutdown_at_ms: rng.chance(20).then(|| rng.range(0, 3000) as u16),
+        };
+        let faults = Faults {
+            accept_would_block: small(&mut rng, 40),
+            accept_error: small(&mut rng, 20),
+            read_would_block: small(&mut rng, 40),
+            write_would_block: small(&mut rng, 40),
+            short_io: small(&mut rng, 60),
+        };
+        let clients = (0..rng.range(1, 16))
+            .map(|_| ClientPlan {
+                connect_at_ms: rng.range(0, 2000) as u16,
+                bytes: if rng.chance(10) {
+                    0
+                } else {
+                    rng.range(1, 20_000) as u16
+                },
+                write_chunk: rng.range(1, 4096) as u16,
+                read_pause_ms: if rng.chance(30) {
+                    rng.range(1, 3000) as u16
+                } else {
+                    0
+                },
+                behaviour: match rng.range(0, 9) {
+                    0..=5 => Behaviour::HalfClose,
+                    6 | 7 => Behaviour::ResetAfter(rng.range(0, 20_000) as u16),
+                    _ => Behaviour::Idle,
+                },
+            })
+            .collect();
+        Self {
+            seed,
+            server,
+            faults,
+            clients,
+        }
+    }
+
+    /// The same schedule with every field brought into its documented range.
+    pub fn normalized(&self) -> Self {
+        let clamp = |v: u64, lo: u64, hi: u64| v.clamp(lo, hi);
+        let s = &self.server;
+        let capacity = clamp(s.capacity.into(), 1, 8) as u8;
+        let server = ServerPlan {
+            capacity,
+            buffers: clamp(s.buffers.into(), 1, capacity.into()) as u8,
+            buffer_size: clamp(s.buffer_size.into(), 16, 2048) as u16,
+            idle_timeout_ms: s.idle_timeout_ms.map(|t| clamp(t.into(), 50, 5000) as u16),
+            visit_budget: clamp(s.visit_budget.into(), 1, 8) as u8,
+            readiness: s.readiness,
+            shutdown_at_ms: s.shutdown_at_ms.map(|t| clamp(t.into(), 0, 5000) as u16),
+        };
+        let f = &self.faults;
+        let rate = |r: u8| r.min(60);
+        let faults = Faults {
+            accept_would_block: rate(f.accept_would_block),
+            accept_error: rate(f.accept_error),
+            read_would_block: rate(f.read_would_block),
+            write_would_block: rate(f.write_would_block),
+            short_io: rate(f.short_io),
+        };
+        let clients = self
+            .clients
+            .iter()
+            .take(Self::MAX_CLIENTS)
+            .map(|c| ClientPlan {
+                connect_at_ms: clamp(c.connect_at_ms.into(), 0, 5000) as u16,
+                bytes: clamp(c.bytes.into(), 0, 20_000) as u16,
+                write_chunk: clamp(c.write_chunk.into(), 1, 4096) as u16,
+                read_pause_ms: clamp(c.read_pause_ms.into(), 0, 3000) as u16,
+                behaviour: c.behaviour,
+            })
+            .collect();
+        Self {
+            seed: self.seed,
+            server,
+            faults,
+            clients,
+        }
+    }
+}
+
+/// proptest strategies for [`Schedule`]: structured, so failures shrink to fewer clients,
+/// fewer bytes and lower fault rates.
+pub mod strategy {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn behaviour() -> impl Strategy<Value = Behaviour> {
+        prop_oneof![
+            6 => Just(Behaviour::HalfClose),
+            2 => (0..20_000u16).prop_map(Behaviour::ResetAfter),
+            1 => Just(Behaviour::Idle),
+        ]
+    }
+
+    fn client() -> impl Strategy<Value = ClientPlan> {
+        (
+            0..2000u16,
+            0..20_000u16,
+            1..4096u16,
+            prop_oneof![3 => Just(0u16), 1 => 1..3000u16],
+            behaviour(),
+        )
+            .prop_map(
+                |(connect_at_ms, bytes, write_chunk, read_pause_ms, behaviour)| ClientPlan {
+                    connect_at_ms,
+                    bytes,
+                    write_chunk,
+                    read_pause_ms,
+                    behaviour,
+                },
+            )
+    }
+
+    fn server() -> impl Strategy<Value = ServerPlan> {
+        (
+            1..=8u8,
+            1..=8u8,
+            16..=2048u16,
+            proptest::option::of(50..5000u16),
+            1..=8u8,
+            any::<bool>(),
+            proptest::option::weighted(0.2, 0..3000u16),
+        )
+            .prop_map(
+                |(
+                    capacity,
+                    buffers,
+                    buffer_size,
+                    idle_timeout_ms,
+                    visit_budget,
+                    readiness,
+                    shutdown_at_ms,
+                )| {
+                    ServerPlan {
+                        capacity,
+                        buffers,
+                        buffer_size,
+                        idle_timeout_ms,
+                        visit_budget,
+                        readiness,
+                        shutdown_at_ms,
+                    }
+                },
+            )
+    }
+
+    fn faults() -> impl Strategy<Value = Faults> {
+        (0..=40u8, 0..=20u8, 0..=40u8, 0..=40u8, 0..=60u8).prop_map(
+            |(accept_would_block, accept_error, read_would_block, write_would_block, short_io)| {
+                Faults {
+                    accept_would_block,
+                    accept_error,
+                    read_would_block,
+                    write_would_block,
+                    short_io,
+                }
+            },
+        )
+    }
+
+    /// Any schedule of up to 12 clients.
+    pub fn schedule() -> impl Strategy<Value = Schedule> {
+        (
+            any::<u64>(),
+            server(),
+            faults(),
+            proptest::collection::vec(client(), 1..12),
+        )
+            .prop_map(|(seed, server, faults, clients)| Schedule {
+                seed,
+                server,
+                faults,
+                clients,
+            })
+    }
+}
