@@ -420,3 +420,16 @@ fn check_end(
     }
     Ok(())
 }
+
+/// What the fuzz target does with one input: decode a [`Schedule`] from the bytes with
+/// `arbitrary` and [`run`] it. Bytes that decode to no schedule pass.
+pub fn fuzz_one(data: &[u8]) -> Result<(), Failure> {
+    use arbitrary::{Arbitrary, Unstructured};
+    let Ok(schedule) = Schedule::arbitrary(&mut Unstructured::new(data)) else {
+        return Ok(());
+    };
+    run(&schedule).map(|_| ()).map_err(|mut failure| {
+        failure.what = format!("{}\n{schedule:#?}", failure.what);
+        failure
+    })
+}

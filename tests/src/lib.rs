@@ -18,5 +18,5 @@ pub mod net;
 pub mod rng;
 pub mod schedule;
 
-pub use harness::{run, Failure, Report};
+pub use harness::{fuzz_one, run, Failure, Report};
 pub use schedule::{Behaviour, ClientPlan, Faults, Schedule, ServerPlan};

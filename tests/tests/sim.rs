@@ -37,16 +37,62 @@ fn a_plain_echo() {
     assert_eq!((report.accepted, report.refused, report.faults), (1, 0, 0));
 }
 
-#[test]
-fn many_seeds() {
-    let (mut steps, mut bytes, mut faults) = (0, 0, 0);
-    for seed in 0..300 {
+/// Runs `count` seeds from `from`; prints the totals.
+fn seeds(from: u64, count: u64) {
+    let (mut steps, mut bytes, mut faults, mut conns) = (0, 0, 0, 0);
+    for seed in from..from + count {
         let report = pass(&Schedule::from_seed(seed));
         steps += report.steps;
         bytes += report.bytes_checked;
         faults += report.faults;
+        conns += report.accepted + report.refused;
     }
-    println!("300 schedules: {steps} steps, {bytes} bytes checked, {faults} faults injected");
+    println!(
+        "{count} schedules (seeds {from}..{}): {steps} steps, {conns} connections, \
+         {bytes} echo bytes checked, {faults} faults injected, 0 bytes lost, duplicated or reordered",
+        from + count
+    );
+}
+
+#[test]
+fn many_seeds() {
+    seeds(0, 1_000);
+}
+
+/// The long run: `cargo test --release -p nbecho-tests --test sim soak -- --ignored --nocapture`
+/// (`NBECHO_SOAK_FROM` and `NBECHO_SOAK_COUNT` choose the seeds; 100,000 from 0 by default).
+#[test]
+#[ignore = "a soak of thousands of schedules; run on demand"]
+fn soak() {
+    let env = |name, default| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    seeds(
+        env("NBECHO_SOAK_FROM", 0),
+        env("NBECHO_SOAK_COUNT", 100_000),
+    );
+}
+
+// ---- regressions the simulation found, pinned ---------------------------------------------
+
+/// Readiness mode: a readable connection that could get no buffer was requeued forever.
+#[test]
+fn seed_16_starved_connection_spun() {
+    let report = pass(&Schedule::from_seed(16));
+    assert!(report.bytes_checked > 0);
+}
+
+/// Readiness mode: listener readiness after the pass's accept was ignored; the server
+/// waited forever with clients in the backlog.
+#[test]
+fn seed_345_late_listener_readiness_was_ignored() {
+    let schedule = Schedule::from_seed(345);
+    assert!(schedule.server.readiness);
+    let report = pass(&schedule);
+    assert_eq!(report.accepted as usize, schedule.clients.len());
 }
 
 #[test]

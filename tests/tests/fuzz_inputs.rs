@@ -1,0 +1,26 @@
+//! The fuzz target's harness on stable: random byte strings decoded into schedules with
+//! `arbitrary`, exactly as `fuzz/fuzz_targets/schedule.rs` does, so CI exercises it
+//! without nightly.
+
+use nbecho_tests::fuzz_one;
+use nbecho_tests::rng::Rng;
+
+#[test]
+fn thousands_of_random_inputs() {
+    let mut rng = Rng::new(0xf0220);
+    let runs = 3_000;
+    for i in 0..runs {
+        let len = rng.range(0, 512) as usize;
+        let data = rng.bytes(len);
+        if let Err(e) = fuzz_one(&data) {
+            panic!("input {i} ({len} bytes: {data:02x?}) failed: {e}");
+        }
+    }
+}
+
+#[test]
+fn degenerate_inputs() {
+    for data in [&[][..], &[0], &[0xff; 64], &[0; 4096]] {
+        fuzz_one(data).unwrap();
+    }
+}
