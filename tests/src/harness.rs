@@ -5,8 +5,8 @@ use std::fmt;
 use std::rc::Rc;
 
 use nbecho_core::{
-    CloseReason, Config, ConnId, Driver, Duration, Instant, Scheduling, Server, Slot, Stats, Step,
-    Storage, Uppercase,
+    nb, CloseReason, Config, ConnId, Driver, Duration, Instant, Scheduling, Server, Slot, Stats,
+    Step, Storage, Uppercase,
 };
 
 use crate::net::{Net, SharedNet, SimListener, SimStream};
@@ -141,6 +141,15 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
         .shutdown_at_ms
         .map(|t| Instant::from_millis(t.into()));
     let mut finished = false;
+    // A polling pass without progress ends in a Wait: a run of steps that move nothing
+    // is at most two passes long (the end of a pass that made progress, then one that
+    // did not).
+    let pass_len = capacity as u64 * u64::from(s.server.visit_budget) + 2;
+    let spin_limit = 2 * pass_len + 2;
+    let mut idle_steps = 0;
+    // When each client's peer side was finished (reset, or end-of-stream sent and its
+    // echo read): its connection must close within `CLOSE_WITHIN` steps after that.
+    let mut peer_done_at: Vec<Option<u64>> = vec![None; s.clients.len()];
     // NBECHO_TRACE=1 prints every step, for replaying a failure.
     let print_trace = std::env::var_os("NBECHO_TRACE").is_some();
 
@@ -220,6 +229,12 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
                 let client = model.live(conn).map_err(|e| fail(step, e))?;
                 model.reasons[client] = Some(reason);
                 model.slots[conn.index()] = None;
+                if driver.server().conn_state(conn).is_ok() {
+                    return Err(fail(
+                        step,
+                        format!("{conn} is closed but its id still works"),
+                    ));
+                }
             }
             Step::Wait(until) => {
                 waited = true;
@@ -258,7 +273,28 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
         if !waited {
             now = now + OP_TIME;
         }
-        check_step(&driver, &net, buffer_size).map_err(|e| fail(step, e))?;
+        let moved = matches!(
+            taken,
+            Step::Recv {
+                outcome: Ok(_) | Err(nb::Error::Other(_)),
+                ..
+            } | Step::Send {
+                outcome: Ok(_) | Err(nb::Error::Other(_)),
+                ..
+            } | Step::Accepted(_)
+                | Step::Refused
+                | Step::Shutdown(_)
+                | Step::Closed(..)
+        );
+        idle_steps = if moved || waited { 0 } else { idle_steps + 1 };
+        if !s.server.readiness && idle_steps > spin_limit {
+            let what =
+                format!("{idle_steps} steps in a row moved nothing without a Wait: spinning");
+            return Err(fail(step, what));
+        }
+        check_step(&driver, &net, buffer_size, &model).map_err(|e| fail(step, e))?;
+        check_closes(&net.borrow(), &model, now, step, &mut peer_done_at)
+            .map_err(|e| fail(step, e))?;
     }
     if !finished {
         return Err(fail(step, format!("not finished after {MAX_STEPS} steps")));
@@ -303,10 +339,48 @@ fn quiet_since_all_connected(net: &Net, now: Instant) -> bool {
         })
 }
 
+/// Steps a connection may stay open once its peer is done with it.
+const CLOSE_WITHIN: u64 = 50_000;
+
+fn check_closes(
+    net: &Net,
+    model: &Model,
+    now: Instant,
+    step: u64,
+    peer_done_at: &mut [Option<u64>],
+) -> Result<(), String> {
+    for (i, done_at) in peer_done_at.iter_mut().enumerate() {
+        let open = model.slots.iter().flatten().any(|&(_, c)| c == i);
+        if !open {
+            *done_at = None;
+            continue;
+        }
+        let (pipe, client) = (&net.pipes[i], &net.clients[i]);
+        let reading =
+            now >= client.connect_at + Duration::from_millis(client.plan.read_pause_ms.into());
+        let finished = pipe.reset
+            || (pipe.client_eof
+                && pipe.to_server.is_empty()
+                && pipe.to_client.is_empty()
+                && reading);
+        match *done_at {
+            None if finished => *done_at = Some(step),
+            Some(at) if step - at > CLOSE_WITHIN => {
+                return Err(format!(
+                    "client {i}'s peer was done at step {at}; still open {CLOSE_WITHIN} steps later"
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn check_step(
     driver: &Driver<'_, SimListener, Uppercase>,
     net: &SharedNet,
     buffer_size: usize,
+    model: &Model,
 ) -> Result<(), String> {
     let n = net.borrow();
     if let Some(v) = n.violations.first() {
@@ -332,11 +406,15 @@ fn check_step(
             st.bytes_in, st.bytes_out
         ));
     }
-    if st.bytes_buffered() > st.active * buffer_size as u64 {
-        return Err(format!(
-            "{} bytes buffered exceed the buffers",
-            st.bytes_buffered()
-        ));
+    for &(conn, _) in model.slots.iter().flatten() {
+        let pending = server
+            .pending_output(conn)
+            .map_err(|e| format!("{conn}: {e}"))?;
+        if pending > buffer_size {
+            return Err(format!(
+                "{conn} buffers {pending} bytes, over its {buffer_size}"
+            ));
+        }
     }
     Ok(())
 }
