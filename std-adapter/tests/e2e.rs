@@ -442,3 +442,65 @@ fn a_second_signal_exits_at_once() {
     assert!(start.elapsed() < Duration::from_secs(5));
     drop(client);
 }
+
+// ---- logging ---------------------------------------------------------------------------------
+
+#[test]
+fn verbose_logs_one_line_per_connection_event() {
+    let server = Server::start(&["-v"]);
+    assert!(echo(server.connect(), b"log me") == b"LOG ME");
+    server.signal("TERM");
+    let (status, log) = server.wait();
+    assert!(status.success());
+    let events: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("DEBUG") && l.contains("conn=#0.0"))
+        .map(|l| l.split("nbecho_std::serve: ").nth(1).unwrap_or(l))
+        .collect();
+    assert_eq!(events.len(), 3, "{log}");
+    assert!(
+        events[0].starts_with("accepted conn=#0.0 peer=Some(127.0.0.1:"),
+        "{log}"
+    );
+    assert_eq!(events[1], "flushed; write side shut down conn=#0.0");
+    assert_eq!(events[2], "closed conn=#0.0 reason=done");
+}
+
+#[test]
+fn quiet_logs_nothing_for_normal_traffic() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args(["serve", "-q", "--listen", &addr])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let stream = loop {
+        match TcpStream::connect(&addr) {
+            Ok(s) => break s,
+            Err(_) if start.elapsed() < LIMIT => thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    assert!(echo(stream, b"shh") == b"SHH");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(stderr, "");
+}
