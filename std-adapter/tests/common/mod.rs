@@ -1,0 +1,223 @@
+//! Helpers shared by the end-to-end tests: a `nbecho serve` process on a free loopback
+//! port, deterministic payloads, and an echo client.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_nbecho");
+pub(crate) const LIMIT: Duration = Duration::from_secs(20);
+
+/// A running `nbecho serve` on a free loopback port, killed on drop.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
+    pub(crate) log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    #[track_caller]
+    pub(crate) fn start(args: &[&str]) -> Self {
+        Self::start_command(Command::new(BIN), args)
+    }
+
+    /// Starts the server with at most `files` open file descriptors (`ulimit -n`).
+    #[track_caller]
+    pub(crate) fn start_with_fd_limit(files: u32, args: &[&str]) -> Self {
+        let mut shell = Command::new("sh");
+        shell.args([
+            "-c",
+            &format!("ulimit -n {files} && exec \"$0\" \"$@\""),
+            BIN,
+        ]);
+        Self::start_command(shell, args)
+    }
+
+    #[track_caller]
+    fn start_command(mut command: Command, args: &[&str]) -> Self {
+        let mut child = command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nbecho serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let addr = addr.split_whitespace().next().unwrap_or_default();
+                    let _ = tx.send(addr.parse::<SocketAddr>().expect("logged address"));
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(LIMIT)
+            .expect("server did not log its address");
+        Self { child, addr, log }
+    }
+
+    pub(crate) fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect");
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        stream.set_write_timeout(Some(LIMIT)).unwrap();
+        stream
+    }
+
+    /// Resident memory of the server process, in KiB (from /proc).
+    pub(crate) fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// CPU time the server has used so far (user + system).
+    pub(crate) fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name (which may hold spaces) start at state (field 3).
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        let hz = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+        let hz: u64 = String::from_utf8(hz.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+
+    /// True while the process runs.
+    pub(crate) fn is_alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// The log so far.
+    pub(crate) fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub(crate) fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit by itself.
+    #[track_caller]
+    pub(crate) fn wait(mut self) -> (ExitStatus, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the stderr reader catch up with the last lines.
+                thread::sleep(Duration::from_millis(100));
+                return (status, self.log.lock().unwrap().clone());
+            }
+            assert!(
+                start.elapsed() < LIMIT,
+                "server did not exit: {}",
+                self.log.lock().unwrap()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The number after `name=` in the final stats line.
+    pub(crate) fn stat(log: &str, name: &str) -> u64 {
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("stopped"))
+            .expect("stats line");
+        let mut tokens = line.split([' ', '=']);
+        tokens
+            .find(|&t| t == name)
+            .unwrap_or_else(|| panic!("no {name} in {line}"));
+        tokens
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("bad {name} in {line}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Python's `bytes.upper()`.
+pub(crate) fn upper(data: &[u8]) -> Vec<u8> {
+    data.iter().map(u8::to_ascii_uppercase).collect()
+}
+
+/// Deterministic bytes covering every value, lowercase letters included.
+pub(crate) fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Writes `data` from a thread (so neither side's buffers can deadlock us), half-closes,
+/// and reads the reply to end-of-stream.
+pub(crate) fn try_echo(stream: TcpStream, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut writer = stream.try_clone()?;
+    let data = data.to_vec();
+    let sender = thread::spawn(move || -> std::io::Result<()> {
+        writer.write_all(&data)?;
+        writer.shutdown(Shutdown::Write)
+    });
+    let mut reply = Vec::new();
+    let mut reader = stream;
+    let read = reader.read_to_end(&mut reply);
+    sender.join().unwrap()?;
+    read.map(|_| reply)
+}
+
+#[track_caller]
+pub(crate) fn echo(stream: TcpStream, data: &[u8]) -> Vec<u8> {
+    try_echo(stream, data).expect("echo")
+}
+
+pub(crate) fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let feeder = thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let output = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    output
+}
