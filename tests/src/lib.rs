@@ -5,6 +5,7 @@
 //! - [`schedule`]: what a run does (server configuration, fault rates, client behaviours),
 //!   from a seed, a proptest strategy, or fuzzer bytes;
 //! - [`net`]: the in-memory listener, streams and client peers;
+//! - [`smol`]: the core on smoltcp's loopback device with smoltcp clients;
 //! - [`harness`]: [`run`] a schedule and get a [`Report`] or a [`Failure`] that names the
 //!   seed to replay.
 //!
@@ -17,6 +18,7 @@ pub mod harness;
 pub mod net;
 pub mod rng;
 pub mod schedule;
+pub mod smol;
 
 pub use harness::{fuzz_one, run, Failure, Report};
 pub use schedule::{Behaviour, ClientPlan, Faults, Schedule, ServerPlan};
