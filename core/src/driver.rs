@@ -33,6 +33,19 @@ pub trait Listener {
     fn accept(&mut self) -> nb::Result<Self::Stream, ErrorKind>;
 }
 
+/// A [`Listener`] made of an accept function, for transports without a listener type of
+/// their own (an embedded stack, a test): `AcceptFn(|| my_stack.accept())`.
+#[derive(Clone, Copy, Debug)]
+pub struct AcceptFn<F>(pub F);
+
+impl<S: Stream, F: FnMut() -> nb::Result<S, ErrorKind>> Listener for AcceptFn<F> {
+    type Stream = S;
+
+    fn accept(&mut self) -> nb::Result<S, ErrorKind> {
+        (self.0)()
+    }
+}
+
 /// What one [`Driver::step`] did, for logs and for the caller's loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

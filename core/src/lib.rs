@@ -21,7 +21,7 @@
 //!   [`on_accept_error`](Server::on_accept_error), [`on_recv`](Server::on_recv) (`Ok(0)` is
 //!   end-of-stream), [`on_send`](Server::on_send) (partial writes are normal). Would-block is
 //!   `Err(nb::Error::WouldBlock)`; a failure is `Err(nb::Error::Other(kind))` with an
-//!   [`embedded_io::ErrorKind`]. `Shutdown` and `Close` need no report;
+//!   [`ErrorKind`] (embedded-io's). `Shutdown` and `Close` need no report;
 //! - **events from outside**: readiness ([`on_ready`](Server::on_ready),
 //!   [`on_listener_ready`](Server::on_listener_ready)) for readiness-driven callers, and
 //!   [`begin_shutdown`](Server::begin_shutdown).
@@ -33,7 +33,8 @@
 //! never an error, only an outcome.
 //!
 //! The [`Driver`] runs that loop for anything implementing the small [`Listener`] and
-//! [`Stream`] traits.
+//! [`Stream`] traits; [`EmbeddedIo`] makes any `embedded_io::{Read, ReadReady, Write,
+//! WriteReady}` stream one, and [`AcceptFn`] makes an accept function a listener.
 //!
 //! # Guarantees
 //!
@@ -107,17 +108,19 @@ mod buffer;
 mod config;
 mod conn;
 mod driver;
+mod embedded_io;
 mod server;
 mod stats;
 mod time;
 mod transform;
 
+pub use ::embedded_io::ErrorKind;
 pub use action::{Action, Admission, ReportError};
 pub use buffer::{StorageError, MIN_BLOCK};
 pub use config::{Config, Scheduling};
 pub use conn::{CloseReason, ConnId, ConnState, Slot};
-pub use driver::{Driver, Listener, Step, Stream, TooFewStreams};
-pub use embedded_io::ErrorKind;
+pub use driver::{AcceptFn, Driver, Listener, Step, Stream, TooFewStreams};
+pub use embedded_io::EmbeddedIo;
 pub use nb;
 pub use server::{Server, Storage};
 pub use stats::Stats;

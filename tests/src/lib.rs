@@ -22,3 +22,8 @@ pub mod smol;
 
 pub use harness::{fuzz_one, run, Failure, Report};
 pub use schedule::{Behaviour, ClientPlan, Faults, Schedule, ServerPlan};
+
+/// The README's Rust examples, compiled and run as doctests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

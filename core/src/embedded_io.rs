@@ -1,0 +1,40 @@
+//! Any [`embedded_io`] stream as a non-blocking [`Stream`].
+//!
+//! embedded-io's traits block by definition and have no would-block; [`EmbeddedIo`] makes
+//! them non-blocking by asking [`ReadReady::read_ready`] / [`WriteReady::write_ready`]
+//! before each call, and answers "would block" when the stream is not ready.
+
+use embedded_io::{Error as _, ErrorKind, Read, ReadReady, Write, WriteReady};
+
+use crate::driver::Stream;
+
+/// An [`embedded_io`] stream driven without blocking.
+///
+/// embedded-io has no half-close: [`Stream::shutdown_write`] only flushes, and the peer
+/// sees the end of the connection when the stream is dropped at
+/// [`Action::Close`](crate::Action::Close). During a graceful server shutdown such a
+/// connection lingers until the peer closes or the deadline passes.
+#[derive(Debug, Default)]
+pub struct EmbeddedIo<S>(pub S);
+
+impl<S: Read + ReadReady + Write + WriteReady> Stream for EmbeddedIo<S> {
+    fn read(&mut self, buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
+        match self.0.read_ready() {
+            Ok(true) => self.0.read(buf).map_err(|e| nb::Error::Other(e.kind())),
+            Ok(false) => Err(nb::Error::WouldBlock),
+            Err(e) => Err(nb::Error::Other(e.kind())),
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> nb::Result<usize, ErrorKind> {
+        match self.0.write_ready() {
+            Ok(true) => self.0.write(bytes).map_err(|e| nb::Error::Other(e.kind())),
+            Ok(false) => Err(nb::Error::WouldBlock),
+            Err(e) => Err(nb::Error::Other(e.kind())),
+        }
+    }
+
+    fn shutdown_write(&mut self) -> Result<(), ErrorKind> {
+        self.0.flush().map_err(|e| e.kind())
+    }
+}
