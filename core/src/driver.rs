@@ -158,6 +158,12 @@ impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
         self.streams.get(conn.index())?.as_ref()
     }
 
+    /// The stream of a live connection, mutably (to register it with a readiness source).
+    pub fn stream_mut(&mut self, conn: ConnId) -> Option<&mut L::Stream> {
+        self.server.conn_state(conn).ok()?;
+        self.streams.get_mut(conn.index())?.as_mut()
+    }
+
     /// Performs the server's next action and reports its outcome.
     pub fn step(&mut self, now: Instant) -> Step {
         // The driver only reports what the server just asked for, so the server cannot

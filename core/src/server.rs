@@ -169,6 +169,16 @@ impl<'a, T: Transform> Server<'a, T> {
         self.live(conn).map(|idx| self.slot_state(idx))
     }
 
+    /// The live connection in slot `index`, if any: readiness sources that key their
+    /// events by [`ConnId::index`] use it to recover the full id.
+    pub fn conn_id(&self, index: usize) -> Option<ConnId> {
+        let slot = self.slots.get(index)?;
+        slot.state.map(|_| ConnId {
+            index: index as u32,
+            generation: slot.generation,
+        })
+    }
+
     /// Bytes received from `conn` and not yet sent back.
     pub fn pending_output(&self, conn: ConnId) -> Result<usize, ReportError> {
         self.live(conn)

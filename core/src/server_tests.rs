@@ -734,6 +734,8 @@ fn stale_ids_and_mismatched_reports_are_errors_not_panics() {
     );
 
     let c = accept(&mut s, T0);
+    assert_eq!(s.conn_id(c.index()), Some(c));
+    assert_eq!(s.conn_id(99), None);
     assert_eq!(s.on_send(T0, c, Ok(1)), Err(ReportError::Unexpected));
     assert_eq!(s.on_accepted(T0), Err(ReportError::Unexpected));
     assert!(matches!(op(&mut s, T0), Op::Recv(_, 16)));

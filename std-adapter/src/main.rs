@@ -56,7 +56,8 @@ struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     shutdown_timeout: u64,
     /// How connections are driven: `poll` tries every connection each pass (the textbook
-    /// model), sleeping with a growing back-off while nothing happens.
+    /// model), sleeping with a growing back-off while nothing happens; `epoll` tries only
+    /// connections that epoll reports ready, and blocks while nothing is.
     #[arg(long, value_enum, default_value_t = DriverArg::Poll)]
     driver: DriverArg,
     /// `upper` echoes ASCII letters uppercased (like Python's bytes.upper()); `echo` as is.
@@ -77,6 +78,7 @@ struct ClientArgs {
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum DriverArg {
     Poll,
+    Epoll,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -124,7 +126,6 @@ fn main() -> ExitCode {
 }
 
 fn run_serve(args: ServeArgs) -> Result<ExitCode, String> {
-    let DriverArg::Poll = args.driver;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // The first signal sets `stop` (graceful); a second one finds it set and exits 1.
@@ -143,6 +144,10 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, String> {
         mode: match args.mode {
             ModeArg::Upper => Mode::Upper,
             ModeArg::Echo => Mode::Echo,
+        },
+        driver: match args.driver {
+            DriverArg::Poll => serve::DriverKind::Poll,
+            DriverArg::Epoll => serve::DriverKind::Epoll,
         },
     };
     let outcome = serve::run(&options, &stop, |_| {}).map_err(|e| e.to_string())?;

@@ -1,10 +1,11 @@
-//! Non-blocking `std::net` sockets behind the core's [`Listener`] and [`Stream`] traits.
+//! Non-blocking sockets (`std::net`, or `mio::net` for the epoll driver) behind the core's
+//! [`Listener`] and [`Stream`] traits.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 
 use nbecho_core::{nb, ErrorKind, Listener, Stream};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, Socket as RawSocket, Type};
 
 /// `io::Error` → the core's outcome: would-block is "not now", anything else a failure.
 fn outcome(error: &io::Error) -> nb::Error<ErrorKind> {
@@ -14,31 +15,105 @@ fn outcome(error: &io::Error) -> nb::Error<ErrorKind> {
     }
 }
 
-/// A non-blocking TCP listener.
+/// Binds `addr` (with `SO_REUSEADDR`, so a restart does not wait for `TIME_WAIT`; with
+/// `SO_REUSEPORT` when `reuse_port`, so several threads can each listen on the port),
+/// listens with room for `backlog` pending connections, and sets non-blocking mode.
+pub fn bind(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let socket = RawSocket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// A connected TCP socket in non-blocking mode.
+pub trait Socket: Read + Write {
+    /// Shuts down the write side (FIN).
+    fn shutdown_write(&self) -> io::Result<()>;
+    /// The peer's address.
+    fn peer_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// A listening TCP socket in non-blocking mode.
+pub trait Accept {
+    /// The sockets it accepts.
+    type Socket: Socket;
+    /// Accepts one connection, non-blocking, with `TCP_NODELAY` (an echo answers small
+    /// writes at once: waiting to coalesce them only adds latency).
+    fn accept_socket(&self) -> io::Result<Self::Socket>;
+}
+
+impl Socket for std::net::TcpStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        Self::peer_addr(self)
+    }
+}
+
+impl Socket for mio::net::TcpStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        Self::peer_addr(self)
+    }
+}
+
+impl Accept for std::net::TcpListener {
+    type Socket = std::net::TcpStream;
+    fn accept_socket(&self) -> io::Result<std::net::TcpStream> {
+        let (stream, _) = self.accept()?;
+        stream.set_nonblocking(true)?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+impl Accept for mio::net::TcpListener {
+    type Socket = mio::net::TcpStream;
+    fn accept_socket(&self) -> io::Result<mio::net::TcpStream> {
+        // mio accepts with SOCK_NONBLOCK already.
+        let (stream, _) = self.accept()?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+/// A listener behind the core's [`Listener`] trait.
 #[derive(Debug)]
-pub struct StdListener {
-    inner: TcpListener,
+pub struct NetListener<L> {
+    inner: L,
     last_error: Option<io::Error>,
 }
 
-impl StdListener {
-    /// Binds `addr` (with `SO_REUSEADDR`, so a restart does not wait for `TIME_WAIT`),
-    /// listens with room for `backlog` pending connections, and sets non-blocking mode.
-    pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<Self> {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(backlog)?;
-        socket.set_nonblocking(true)?;
-        Ok(Self {
-            inner: socket.into(),
+/// The polling driver's listener.
+pub type StdListener = NetListener<std::net::TcpListener>;
+/// The epoll driver's listener.
+pub type MioListener = NetListener<mio::net::TcpListener>;
+
+impl<L> NetListener<L> {
+    /// Wraps a listening socket.
+    pub fn new(inner: L) -> Self {
+        Self {
+            inner,
             last_error: None,
-        })
+        }
     }
 
-    /// The bound address (the real port when bound to port 0).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+    /// The socket.
+    pub fn get_ref(&self) -> &L {
+        &self.inner
+    }
+
+    /// The socket, mutably (to register it with mio).
+    pub fn get_mut(&mut self) -> &mut L {
+        &mut self.inner
     }
 
     /// The full OS error of the last failed accept, for logs (the core only sees its kind).
@@ -47,17 +122,11 @@ impl StdListener {
     }
 }
 
-impl Listener for StdListener {
-    type Stream = StdStream;
+impl<L: Accept> Listener for NetListener<L> {
+    type Stream = NetStream<L::Socket>;
 
-    fn accept(&mut self) -> nb::Result<StdStream, ErrorKind> {
-        let accepted = self.inner.accept().and_then(|(stream, _)| {
-            stream.set_nonblocking(true)?;
-            // An echo answers small writes at once: do not wait to coalesce them.
-            stream.set_nodelay(true)?;
-            Ok(stream)
-        });
-        accepted.map(StdStream).map_err(|error| {
+    fn accept(&mut self) -> nb::Result<Self::Stream, ErrorKind> {
+        self.inner.accept_socket().map(NetStream).map_err(|error| {
             let out = outcome(&error);
             if matches!(out, nb::Error::Other(_)) {
                 self.last_error = Some(error);
@@ -67,18 +136,23 @@ impl Listener for StdListener {
     }
 }
 
-/// A non-blocking accepted TCP connection.
+/// An accepted connection behind the core's [`Stream`] trait.
 #[derive(Debug)]
-pub struct StdStream(TcpStream);
+pub struct NetStream<S>(pub S);
 
-impl StdStream {
+/// The polling driver's connection.
+pub type StdStream = NetStream<std::net::TcpStream>;
+/// The epoll driver's connection.
+pub type MioStream = NetStream<mio::net::TcpStream>;
+
+impl<S: Socket> NetStream<S> {
     /// The peer's address, for logs.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.0.peer_addr()
     }
 }
 
-impl Stream for StdStream {
+impl<S: Socket> Stream for NetStream<S> {
     fn read(&mut self, buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
         self.0.read(buf).map_err(|e| outcome(&e))
     }
@@ -88,8 +162,6 @@ impl Stream for StdStream {
     }
 
     fn shutdown_write(&mut self) -> Result<(), ErrorKind> {
-        self.0
-            .shutdown(Shutdown::Write)
-            .map_err(|e| e.kind().into())
+        self.0.shutdown_write().map_err(|e| e.kind().into())
     }
 }

@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration as StdDuration;
 
 use nbecho_core::{
-    Config, Driver, Duration, Mode, Scheduling, Server, Slot, Stats, Step, Storage, StorageError,
+    Config, ConnId, Driver, Duration, Instant, Mode, Scheduling, Server, Slot, Stats, Step,
+    Storage, StorageError,
 };
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
-use crate::net::{StdListener, StdStream};
+use crate::net::{self, Accept, MioListener, MioStream, NetListener, NetStream, StdListener};
 
 /// The most buffer memory `serve` reserves (address space; pages are committed only when
 /// used). Past this, asking is almost certainly a typo, and an allocation failure would
@@ -36,6 +37,20 @@ pub struct Options {
     pub shutdown_timeout: StdDuration,
     /// Uppercase or plain echo.
     pub mode: Mode,
+    /// How connections are driven.
+    pub driver: DriverKind,
+}
+
+/// How connections are driven.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DriverKind {
+    /// The textbook loop: every connection tried each pass; sleeps with a growing
+    /// back-off while nothing happens.
+    #[default]
+    Poll,
+    /// Readiness from epoll (mio, edge-triggered): only connections that became ready are
+    /// tried; with nothing ready the thread blocks until readiness, a timer or a signal.
+    Epoll,
 }
 
 /// Why `serve` could not run.
@@ -44,6 +59,8 @@ pub struct Options {
 pub enum Error {
     /// Binding or listening failed (address in use, permission, ...).
     Listen(SocketAddr, io::Error),
+    /// The epoll driver could not be set up.
+    Epoll(io::Error),
     /// The sizes do not make a valid server.
     Storage(StorageError),
     /// `buffers * buffer_size` is over [`MAX_BUFFER_MEMORY`].
@@ -54,6 +71,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Listen(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            Self::Epoll(e) => write!(f, "cannot set up epoll: {e}"),
             Self::Storage(e) => write!(f, "invalid sizes: {e}"),
             Self::TooMuchMemory(n) => write!(
                 f,
@@ -121,39 +139,177 @@ pub fn run(
         .ok_or(Error::TooMuchMemory(
             options.buffers.saturating_mul(options.buffer_size),
         ))?;
-    let listener =
-        StdListener::bind(options.listen, 1024).map_err(|e| Error::Listen(options.listen, e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::Listen(options.listen, e))?;
+    let listen_error = |e| Error::Listen(options.listen, e);
+    let listener = net::bind(options.listen, 1024, false).map_err(listen_error)?;
+    let addr = listener.local_addr().map_err(listen_error)?;
+    let started = |driver| {
+        info!(
+            %addr,
+            max_conns = options.max_conns,
+            buffer_size = options.buffer_size,
+            buffers = options.buffers,
+            mode = ?options.mode,
+            driver,
+            "listening on {addr}"
+        );
+        on_listening(addr);
+    };
+    match options.driver {
+        DriverKind::Poll => {
+            let io = Polling(Some(NetListener::new(listener)));
+            started("poll");
+            serve(options, stop, arena_len, io)
+        }
+        DriverKind::Epoll => {
+            let listener = NetListener::new(mio::net::TcpListener::from_std(listener));
+            let io = Epoll::new(listener).map_err(Error::Epoll)?;
+            started("epoll");
+            serve(options, stop, arena_len, io)
+        }
+    }
+}
 
+/// What differs between drivers: how to wait, and what to do with a new connection.
+/// Everything else (what to do, when) is the core's.
+trait Io {
+    type Raw: Accept;
+    const SCHEDULING: Scheduling;
+    fn take_listener(&mut self) -> NetListener<Self::Raw>;
+    fn accepted(&mut self, conn: ConnId, stream: &mut NetStream<<Self::Raw as Accept>::Socket>);
+    fn wait(&mut self, server: &mut Server<'_, Mode>, clock: &Clock, until: Option<Instant>);
+}
+
+/// The polling driver: sleep until the core's `Wait`.
+struct Polling(Option<StdListener>);
+
+impl Io for Polling {
+    type Raw = std::net::TcpListener;
+    const SCHEDULING: Scheduling = Scheduling::Polling;
+
+    fn take_listener(&mut self) -> StdListener {
+        self.0.take().expect("taken once")
+    }
+
+    fn accepted(&mut self, _: ConnId, _: &mut NetStream<std::net::TcpStream>) {}
+
+    fn wait(&mut self, _: &mut Server<'_, Mode>, clock: &Clock, until: Option<Instant>) {
+        clock.sleep_until(until, MAX_NAP);
+    }
+}
+
+const LISTENER: mio::Token = mio::Token(usize::MAX);
+const SIGNALS: mio::Token = mio::Token(usize::MAX - 1);
+
+/// The epoll driver: block in epoll until readiness, the core's next timer, or a signal.
+struct Epoll {
+    poll: mio::Poll,
+    events: mio::Events,
+    listener: Option<MioListener>,
+    /// Woken by SIGINT/SIGTERM (signal-hook writes to the other end), so that blocking in
+    /// epoll without a timeout still notices a shutdown at once.
+    signals: mio::net::UnixStream,
+}
+
+impl Epoll {
+    fn new(mut listener: MioListener) -> io::Result<Self> {
+        let poll = mio::Poll::new()?;
+        poll.registry()
+            .register(listener.get_mut(), LISTENER, mio::Interest::READABLE)?;
+        let (read_end, write_end) = std::os::unix::net::UnixStream::pair()?;
+        read_end.set_nonblocking(true)?;
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::low_level::pipe::register(signal, write_end.try_clone()?)?;
+        }
+        let mut signals = mio::net::UnixStream::from_std(read_end);
+        poll.registry()
+            .register(&mut signals, SIGNALS, mio::Interest::READABLE)?;
+        Ok(Self {
+            poll,
+            events: mio::Events::with_capacity(1024),
+            listener: Some(listener),
+            signals,
+        })
+    }
+}
+
+impl Io for Epoll {
+    type Raw = mio::net::TcpListener;
+    const SCHEDULING: Scheduling = Scheduling::Readiness;
+
+    fn take_listener(&mut self) -> MioListener {
+        self.listener.take().expect("taken once")
+    }
+
+    fn accepted(&mut self, conn: ConnId, stream: &mut MioStream) {
+        // Edge-triggered, both directions, for the connection's whole life: an edge fires
+        // only when readiness changes, so write interest costs nothing while the socket
+        // stays writable, and registering once saves an epoll_ctl per would-block.
+        let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut stream.0, mio::Token(conn.index()), interest)
+        {
+            warn!(%conn, error = %e, "cannot register with epoll; the connection will time out");
+        }
+    }
+
+    fn wait(&mut self, server: &mut Server<'_, Mode>, clock: &Clock, until: Option<Instant>) {
+        let timeout = until.map(|t| StdDuration::from_micros((t - clock.now()).total_micros()));
+        if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                warn!(error = %e, "epoll_wait failed");
+                std::thread::sleep(MAX_NAP);
+            }
+            return;
+        }
+        for event in self.events.iter() {
+            match event.token() {
+                LISTENER => server.on_listener_ready(),
+                SIGNALS => {
+                    let mut drain = [0u8; 64];
+                    while matches!(io::Read::read(&mut self.signals, &mut drain), Ok(n) if n > 0) {}
+                }
+                mio::Token(index) => {
+                    // Events of a socket closed earlier in this batch may name a reused
+                    // slot: spurious readiness, which costs one would-block.
+                    if let Some(conn) = server.conn_id(index) {
+                        let failed = event.is_error();
+                        let readable = event.is_readable() || event.is_read_closed() || failed;
+                        let writable = event.is_writable() || event.is_write_closed() || failed;
+                        let _ = server.on_ready(conn, readable, writable);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The driver loop: the core's steps, the driver's waits, logs and shutdown.
+fn serve<I: Io>(
+    options: &Options,
+    stop: &AtomicBool,
+    arena_len: usize,
+    mut io: I,
+) -> Result<Outcome, Error> {
     // All the memory the server will ever use, made once. `vec![0; n]` asks the OS for
     // zeroed pages, which cost nothing until a buffer is first lent.
     let mut slots = vec![Slot::EMPTY; options.max_conns];
     let mut arena = vec![0u8; arena_len];
-    let mut streams: Vec<Option<StdStream>> = std::iter::repeat_with(|| None)
-        .take(options.max_conns)
-        .collect();
+    let mut streams: Vec<Option<NetStream<<I::Raw as Accept>::Socket>>> =
+        std::iter::repeat_with(|| None)
+            .take(options.max_conns)
+            .collect();
     let storage =
         Storage::new(&mut slots, &mut arena, options.buffer_size).map_err(Error::Storage)?;
     let mut config = Config::default();
-    config.scheduling = Scheduling::Polling;
+    config.scheduling = I::SCHEDULING;
     config.idle_timeout = options
         .idle_timeout
         .map(|t| Duration::from_micros(micros(t)));
     let server = Server::new(config, storage, options.mode);
-    let mut driver = Driver::new(server, listener, &mut streams)
+    let mut driver = Driver::new(server, io.take_listener(), &mut streams)
         .expect("the stream table is made with one entry per slot");
-
-    info!(
-        %addr,
-        max_conns = options.max_conns,
-        buffer_size = options.buffer_size,
-        buffers = options.buffers,
-        mode = ?options.mode,
-        "listening on {addr}"
-    );
-    on_listening(addr);
 
     let clock = Clock::new();
     let mut refusals = Throttle::default();
@@ -170,12 +326,14 @@ pub fn run(
         }
         match driver.step(clock.now()) {
             Step::Recv { .. } | Step::Send { .. } | Step::AcceptWouldBlock => {}
-            Step::Wait(until) => clock.sleep_until(until, MAX_NAP),
+            Step::Wait(until) => io.wait(driver.server_mut(), &clock, until),
             Step::Finished => break,
             Step::Accepted(conn) => {
-                if tracing::enabled!(tracing::Level::DEBUG) {
-                    let peer = driver.stream(conn).and_then(|s| s.peer_addr().ok());
-                    debug!(%conn, ?peer, "accepted");
+                if let Some(stream) = driver.stream_mut(conn) {
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        debug!(%conn, peer = ?stream.peer_addr().ok(), "accepted");
+                    }
+                    io.accepted(conn, stream);
                 }
             }
             Step::Refused => {

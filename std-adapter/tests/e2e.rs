@@ -3,6 +3,7 @@
 // A std crate by definition: the workspace's `core`-over-`std` lint is for no_std code.
 #![allow(clippy::std_instead_of_core)]
 
+#[macro_use]
 mod common;
 
 use std::io::{Read, Write};
@@ -15,18 +16,19 @@ use common::{echo, pattern, run, try_echo, upper, Server, BIN, LIMIT};
 
 // ---- echo --------------------------------------------------------------------------------
 
-#[test]
-fn one_mib_comes_back_uppercased_exactly_then_eof_after_half_close() {
-    let server = Server::start(&[]);
+both_drivers! {
+    fn one_mib_comes_back_uppercased_exactly_then_eof_after_half_close(driver) {
+    let server = Server::start(&["--driver", driver]);
     let data = pattern(1 << 20, 1);
     let reply = echo(server.connect(), &data);
     assert_eq!(reply.len(), data.len());
     assert!(reply == upper(&data), "reply differs from upper(sent)");
 }
+}
 
-#[test]
-fn all_256_byte_values_follow_python_bytes_upper() {
-    let server = Server::start(&[]);
+both_drivers! {
+    fn all_256_byte_values_follow_python_bytes_upper(driver) {
+    let server = Server::start(&["--driver", driver]);
     let data: Vec<u8> = (0..=255u8).cycle().take(256 * 4).collect();
     let reply = echo(server.connect(), &data);
     let expected: Vec<u8> = data
@@ -35,17 +37,19 @@ fn all_256_byte_values_follow_python_bytes_upper() {
         .collect();
     assert_eq!(reply, expected);
 }
+}
 
-#[test]
-fn echo_mode_returns_bytes_unchanged() {
-    let server = Server::start(&["--mode", "echo"]);
+both_drivers! {
+    fn echo_mode_returns_bytes_unchanged(driver) {
+    let server = Server::start(&["--driver", driver, "--mode", "echo"]);
     let data = pattern(100_000, 2);
     assert!(echo(server.connect(), &data) == data);
 }
+}
 
-#[test]
-fn many_clients_at_once_each_get_their_own_bytes() {
-    let server = Server::start(&["--buffer-size", "512"]);
+both_drivers! {
+    fn many_clients_at_once_each_get_their_own_bytes(driver) {
+    let server = Server::start(&["--driver", driver, "--buffer-size", "512"]);
     let clients: Vec<_> = (0..16)
         .map(|i| {
             let stream = server.connect();
@@ -59,12 +63,13 @@ fn many_clients_at_once_each_get_their_own_bytes() {
         client.join().unwrap();
     }
 }
+}
 
 // ---- the client ----------------------------------------------------------------------------
 
-#[test]
-fn piped_client_prints_the_reply_and_exits() {
-    let server = Server::start(&[]);
+both_drivers! {
+    fn piped_client_prints_the_reply_and_exits(driver) {
+    let server = Server::start(&["--driver", driver]);
     let addr = server.addr.to_string();
     let out = run(&["client", "--connect", &addr], b"hello\n");
     assert!(
@@ -79,10 +84,11 @@ fn piped_client_prints_the_reply_and_exits() {
     assert!(out.status.success());
     assert!(out.stdout == upper(&data));
 }
+}
 
-#[test]
-fn interactive_client_prompts_like_the_textbook() {
-    let server = Server::start(&[]);
+both_drivers! {
+    fn interactive_client_prompts_like_the_textbook(driver) {
+    let server = Server::start(&["--driver", driver]);
     let addr = server.addr.to_string();
     let out = run(
         &["client", "--connect", &addr, "--interactive"],
@@ -93,6 +99,7 @@ fn interactive_client_prompts_like_the_textbook() {
         String::from_utf8(out.stdout).unwrap(),
         "msg>>: HELLO\nmsg>>: MIXED CASE 1\nmsg>>: msg>>: BYE\nmsg>>: \n"
     );
+}
 }
 
 #[test]
@@ -168,9 +175,9 @@ fn absurd_memory_is_refused_not_an_abort() {
 
 // ---- limits and timers ---------------------------------------------------------------------
 
-#[test]
-fn beyond_max_conns_clients_are_refused_then_served_again() {
-    let server = Server::start(&["--max-conns", "2"]);
+both_drivers! {
+    fn beyond_max_conns_clients_are_refused_then_served_again(driver) {
+    let server = Server::start(&["--driver", driver, "--max-conns", "2"]);
     let a = server.connect();
     let b = server.connect();
     // Make sure both are admitted before the third arrives.
@@ -201,10 +208,11 @@ fn beyond_max_conns_clients_are_refused_then_served_again() {
     assert!(status.success());
     assert!(Server::stat(&log, "refused") >= 1, "{log}");
 }
+}
 
-#[test]
-fn idle_connections_are_closed_after_the_timeout() {
-    let server = Server::start(&["--idle-timeout", "1"]);
+both_drivers! {
+    fn idle_connections_are_closed_after_the_timeout(driver) {
+    let server = Server::start(&["--driver", driver, "--idle-timeout", "1"]);
     let mut idle = server.connect();
     let start = Instant::now();
     let mut buf = [0; 1];
@@ -215,12 +223,13 @@ fn idle_connections_are_closed_after_the_timeout() {
         "{waited:?}"
     );
 }
+}
 
 // ---- graceful shutdown ---------------------------------------------------------------------
 
-#[test]
-fn sigterm_echoes_every_byte_read_then_exits_zero() {
-    let server = Server::start(&["--buffer-size", "65536"]);
+both_drivers! {
+    fn sigterm_echoes_every_byte_read_then_exits_zero(driver) {
+    let server = Server::start(&["--driver", driver, "--buffer-size", "65536"]);
     let mut client = server.connect();
     let data = pattern(32 * 1024, 4);
     client.write_all(&data).unwrap();
@@ -241,10 +250,11 @@ fn sigterm_echoes_every_byte_read_then_exits_zero() {
     assert_eq!(Server::stat(&log, "bytes_out"), data.len() as u64);
     assert_eq!(Server::stat(&log, "forced"), 0);
 }
+}
 
-#[test]
-fn the_shutdown_deadline_forces_exit_one() {
-    let server = Server::start(&["--shutdown-timeout", "1", "--buffer-size", "1024"]);
+both_drivers! {
+    fn the_shutdown_deadline_forces_exit_one(driver) {
+    let server = Server::start(&["--driver", driver, "--shutdown-timeout", "1", "--buffer-size", "1024"]);
     // A client that sends a lot and never reads: the server's output is stuck.
     let client = server.connect();
     let mut writer = client.try_clone().unwrap();
@@ -263,10 +273,11 @@ fn the_shutdown_deadline_forces_exit_one() {
     assert_eq!(Server::stat(&log, "forced"), 1);
     drop(client);
 }
+}
 
-#[test]
-fn a_second_signal_exits_at_once() {
-    let server = Server::start(&["--shutdown-timeout", "30"]);
+both_drivers! {
+    fn a_second_signal_exits_at_once(driver) {
+    let server = Server::start(&["--driver", driver, "--shutdown-timeout", "30"]);
     let client = server.connect();
     let mut writer = client.try_clone().unwrap();
     writer
@@ -287,12 +298,13 @@ fn a_second_signal_exits_at_once() {
     assert!(start.elapsed() < Duration::from_secs(5));
     drop(client);
 }
+}
 
 // ---- logging ---------------------------------------------------------------------------------
 
-#[test]
-fn verbose_logs_one_line_per_connection_event() {
-    let server = Server::start(&["-v"]);
+both_drivers! {
+    fn verbose_logs_one_line_per_connection_event(driver) {
+    let server = Server::start(&["--driver", driver, "-v"]);
     assert!(echo(server.connect(), b"log me") == b"LOG ME");
     server.signal("TERM");
     let (status, log) = server.wait();
@@ -309,6 +321,7 @@ fn verbose_logs_one_line_per_connection_event() {
     );
     assert_eq!(events[1], "flushed; write side shut down conn=#0.0");
     assert_eq!(events[2], "closed conn=#0.0 reason=done");
+}
 }
 
 #[test]

@@ -4,6 +4,7 @@
 // A std crate by definition: the workspace's `core`-over-`std` lint is for no_std code.
 #![allow(clippy::std_instead_of_core)]
 
+#[macro_use]
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
@@ -73,9 +74,9 @@ fn stop(server: Server) -> String {
 
 // ---- half-close, slow readers --------------------------------------------------------------
 
-#[test]
-fn half_close_after_2_mib_gets_exactly_the_echo_then_a_clean_fin() {
-    let server = Server::start(&[]);
+both_drivers! {
+    fn half_close_after_2_mib_gets_exactly_the_echo_then_a_clean_fin(driver) {
+    let server = Server::start(&["--driver", driver]);
     let data = pattern(2 << 20, 21);
     // `echo` reads while it writes, half-closes, and reads to EOF: a reset would be an Err.
     let reply = echo(server.connect(), &data);
@@ -89,10 +90,11 @@ fn half_close_after_2_mib_gets_exactly_the_echo_then_a_clean_fin() {
     assert_eq!(Server::stat(&log, "failed"), 0);
     assert_eq!(Server::stat(&log, "bytes_out"), 2 << 20);
 }
+}
 
-#[test]
-fn a_slow_reader_is_paused_without_memory_growth_or_delaying_others() {
-    let server = Server::start(&[]);
+both_drivers! {
+    fn a_slow_reader_is_paused_without_memory_growth_or_delaying_others(driver) {
+    let server = Server::start(&["--driver", driver]);
     let mut prompt = server.connect();
     ping(&mut prompt, 0);
     let rss_before = server.rss_kib();
@@ -127,12 +129,13 @@ fn a_slow_reader_is_paused_without_memory_growth_or_delaying_others() {
     drop((slow, prompt));
     stop(server);
 }
+}
 
 // ---- resets and broken pipes ---------------------------------------------------------------
 
-#[test]
-fn resets_mid_stream_free_their_connections_and_others_are_served() {
-    let server = Server::start(&[]);
+both_drivers! {
+    fn resets_mid_stream_free_their_connections_and_others_are_served(driver) {
+    let server = Server::start(&["--driver", driver]);
     let good = {
         let stream = server.connect();
         thread::spawn(move || {
@@ -157,10 +160,11 @@ fn resets_mid_stream_free_their_connections_and_others_are_served() {
     assert!(Server::stat(&log, "failed") >= 8, "{log}");
     assert!(Server::stat(&log, "bytes_dropped") > 0, "{log}");
 }
+}
 
-#[test]
-fn a_client_that_closes_during_a_large_echo_is_a_broken_pipe_not_a_crash() {
-    let mut server = Server::start(&[]);
+both_drivers! {
+    fn a_client_that_closes_during_a_large_echo_is_a_broken_pipe_not_a_crash(driver) {
+    let mut server = Server::start(&["--driver", driver]);
     for i in 0..4 {
         let mut stream = server.connect();
         let sent = write_until_stalled(
@@ -179,12 +183,13 @@ fn a_client_that_closes_during_a_large_echo_is_a_broken_pipe_not_a_crash() {
     let log = stop(server);
     assert!(Server::stat(&log, "failed") >= 4, "{log}");
 }
+}
 
 // ---- capacity and file descriptors -------------------------------------------------------------
 
-#[test]
-fn beyond_capacity_refusals_are_counted_and_logged_at_most_once_a_second() {
-    let server = Server::start(&["--max-conns", "4"]);
+both_drivers! {
+    fn beyond_capacity_refusals_are_counted_and_logged_at_most_once_a_second(driver) {
+    let server = Server::start(&["--driver", driver, "--max-conns", "4"]);
     let mut held: Vec<TcpStream> = (0..4).map(|_| server.connect()).collect();
     for (i, s) in held.iter_mut().enumerate() {
         ping(s, i as u64);
@@ -215,12 +220,13 @@ fn beyond_capacity_refusals_are_counted_and_logged_at_most_once_a_second() {
         "{lines} capacity warnings in 1.5 s:\n{log}"
     );
 }
+}
 
-#[test]
-fn out_of_file_descriptors_backs_off_without_spinning_and_recovers() {
+both_drivers! {
+    fn out_of_file_descriptors_backs_off_without_spinning_and_recovers(driver) {
     // 40 descriptors: stdin/out/err, the listener and a few for the runtime leave room for
     // about 35 connections; 80 clients connect.
-    let server = Server::start_with_fd_limit(40, &[]);
+    let server = Server::start_with_fd_limit(40, &["--driver", driver]);
     let mut clients: Vec<TcpStream> = (0..80).map(|_| server.connect()).collect();
     for (i, c) in clients.iter_mut().enumerate() {
         c.write_all(format!("client {i:02}").as_bytes()).unwrap();
@@ -261,12 +267,13 @@ fn out_of_file_descriptors_backs_off_without_spinning_and_recovers() {
     assert!(Server::stat(&log, "accept_errors") >= 1, "{log}");
     assert_eq!(Server::stat(&log, "accepted"), 80, "{log}");
 }
+}
 
 // ---- timers ------------------------------------------------------------------------------------
 
-#[test]
-fn the_idle_timeout_closes_idle_connections_and_spares_active_ones() {
-    let server = Server::start(&["--idle-timeout", "1"]);
+both_drivers! {
+    fn the_idle_timeout_closes_idle_connections_and_spares_active_ones(driver) {
+    let server = Server::start(&["--driver", driver, "--idle-timeout", "1"]);
     let mut idle = server.connect();
     let mut active = server.connect();
     let start = Instant::now();
@@ -292,12 +299,13 @@ fn the_idle_timeout_closes_idle_connections_and_spares_active_ones() {
     let log = stop(server);
     assert_eq!(Server::stat(&log, "timeouts"), 1, "{log}");
 }
+}
 
 // ---- bad input ---------------------------------------------------------------------------------
 
-#[test]
-fn odd_clients_do_no_harm() {
-    let server = Server::start(&[]);
+both_drivers! {
+    fn odd_clients_do_no_harm(driver) {
+    let server = Server::start(&["--driver", driver]);
     // Every byte value and invalid UTF-8, in one stream.
     let mut data: Vec<u8> = (0..=255u8).collect();
     data.extend_from_slice(b"\xff\xfe\xc3\x28\xa0\xa1\xe2\x28\xa1\xf0\x28\x8c\xbc");
@@ -326,6 +334,7 @@ fn odd_clients_do_no_harm() {
     let log = stop(server);
     assert_eq!(Server::stat(&log, "accepted"), 203, "{log}");
 }
+}
 
 // ---- soak --------------------------------------------------------------------------------------
 
@@ -353,9 +362,9 @@ impl XorShift {
 /// 16 concurrent clients for `duration`, each opening connections of random sizes (1 B to
 /// 256 KiB) that end normally (verified byte for byte), with a reset mid-stream, or after a
 /// slow start to reading.
-fn soak(duration: Duration, seed: u64) {
+fn soak(driver: &str, duration: Duration, seed: u64) {
     println!("soak seed {seed} (rerun: NBECHO_SOAK_SEED={seed})");
-    let mut server = Server::start(&["--max-conns", "64"]);
+    let mut server = Server::start(&["--driver", driver, "--max-conns", "64"]);
     let rss_start = server.rss_kib();
     let tally = Arc::new(Tally::default());
     let deadline = Instant::now() + duration;
@@ -444,14 +453,16 @@ fn soak_seed() -> u64 {
         })
 }
 
-#[test]
-fn soak_short() {
-    soak(Duration::from_secs(3), soak_seed());
+both_drivers! {
+    fn soak_short(driver) {
+    soak(driver, Duration::from_secs(3), soak_seed());
+}
 }
 
-/// `cargo test --release -p nbecho-std --test reliability soak_long -- --ignored --nocapture`
-#[test]
-#[ignore = "a minute of load; run on demand"]
-fn soak_long() {
-    soak(Duration::from_secs(60), soak_seed());
+// `cargo test --release -p nbecho-std --test reliability soak_long -- --ignored --nocapture`
+both_drivers! {
+    #[ignore = "a minute of load; run on demand"]
+    fn soak_long(driver) {
+    soak(driver, Duration::from_secs(60), soak_seed());
+}
 }

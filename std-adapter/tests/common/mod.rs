@@ -2,6 +2,31 @@
 //! port, deterministic payloads, and an echo client.
 #![allow(dead_code)] // each test file uses its own subset
 
+/// Defines `$name::poll` and `$name::epoll`: the same test body once per driver, with
+/// `$driver` bound to the driver's `--driver` value.
+macro_rules! both_drivers {
+    ($($(#[$attr:meta])* fn $name:ident($driver:ident) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn body($driver: &'static str) $body
+
+            #[test]
+            $(#[$attr])*
+            fn poll() {
+                body("poll")
+            }
+
+            #[test]
+            $(#[$attr])*
+            fn epoll() {
+                body("epoll")
+            }
+        }
+    )*};
+}
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
