@@ -1,6 +1,6 @@
 //! std adapter for [`nbecho_core`]: non-blocking `std::net` sockets behind the core's
 //! [`Listener`](nbecho_core::Listener)/[`Stream`](nbecho_core::Stream) traits, a clock,
-//! and the pieces of the `nbecho` binary (`serve`, `client`).
+//! and the pieces of the `nbecho` binary (`serve`, `client`, `bench`).
 //!
 //! The adapter decides nothing about *when* to do things: [`serve::run`] is the core's
 //! [`Driver`](nbecho_core::Driver) loop plus what a process needs (a clock, sleeping for
@@ -10,6 +10,7 @@
 // A std crate by definition: the workspace's `core`-over-`std` lint is for no_std code.
 #![allow(clippy::std_instead_of_core)]
 
+pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod net;

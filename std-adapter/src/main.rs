@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use nbecho_core::{Mode, MIN_BLOCK};
-use nbecho_std::{client, serve};
+use nbecho_std::{bench, client, serve};
 
 /// A non-blocking uppercase echo server, and its client.
 #[derive(Debug, Parser)]
@@ -33,6 +33,45 @@ enum Command {
     Serve(ServeArgs),
     /// Connect to a server: prompts on a terminal, streams stdin to stdout otherwise.
     Client(ClientArgs),
+    /// Load a server and verify every reply byte; print msgs/s, MB/s and latency.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:8088", value_parser = parse_addr)]
+    connect: SocketAddr,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    conns: u32,
+    /// Bytes per message (sent lowercase, expected back uppercase).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=64 << 20))]
+    size: u32,
+    /// Seconds to run.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    duration: f64,
+    /// `pingpong`: one message in flight per connection; `stream`: send continuously;
+    /// `idle`: open the connections and hold them without traffic.
+    #[arg(long, value_enum, default_value_t = BenchMode::Pingpong)]
+    mode: BenchMode,
+    /// Ping-pong at this many messages per second in total (latency is measured from when
+    /// each message was due).
+    #[arg(long, value_name = "MSGS_PER_S")]
+    rate: Option<f64>,
+    /// Add the server's CPU time per message, read from /proc/PID/stat.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Print the report as one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BenchMode {
+    Pingpong,
+    Stream,
+    Idle,
 }
 
 #[derive(Debug, clap::Args)]
@@ -118,6 +157,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => run_serve(args),
         Command::Client(args) => run_client(args),
+        Command::Bench(args) => run_bench(args),
     };
     result.unwrap_or_else(|message| {
         eprintln!("nbecho: {message}");
@@ -171,5 +211,52 @@ fn run_client(args: ClientArgs) -> Result<ExitCode, String> {
         client::pipe(stream, stdin, std::io::stdout().lock()).map(|_| ())
     }
     .map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_bench(args: BenchArgs) -> Result<ExitCode, String> {
+    if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 86_400.0) {
+        return Err(format!(
+            "--duration must be between 0 and 86400 seconds, not {}",
+            args.duration
+        ));
+    }
+    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err("--rate must be a positive number of messages per second".into());
+    }
+    let options = bench::Options {
+        connect: args.connect,
+        conns: args.conns as usize,
+        size: args.size as usize,
+        duration: Duration::from_secs_f64(args.duration),
+        mode: match args.mode {
+            BenchMode::Pingpong => bench::Mode::PingPong,
+            BenchMode::Stream => bench::Mode::Stream,
+            BenchMode::Idle => bench::Mode::Idle,
+        },
+        rate: args.rate,
+        server_pid: args.server_pid,
+        progress: !args.json,
+    };
+    let report = bench::run(&options).map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        println!("{report}");
+    }
+    let nothing = report.messages == 0 && options.mode != bench::Mode::Idle;
+    if report.mismatches > 0 || report.errors > 0 || nothing {
+        eprintln!(
+            "nbecho: bench failed: {} mismatched bytes, {} failed connections{}",
+            report.mismatches,
+            report.errors,
+            if nothing {
+                ", no message completed"
+            } else {
+                ""
+            }
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,503 @@
+//! `nbecho bench`: a load generator that verifies every byte of every reply.
+//!
+//! One mio event loop drives all connections. Messages are lowercase letters whose value
+//! follows from their position, so each reply byte is checked against the uppercase it must
+//! be without storing what was sent. Latency goes into an HDR histogram; in fixed-rate mode
+//! it is measured from when each message *should* have been sent, so a stalled server is
+//! not hidden by the client waiting for it (coordinated omission).
+
+use std::fmt;
+use std::io::{self, IsTerminal, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::{Events, Interest, Poll, Token};
+
+/// What `bench` does on each connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Send a message, wait for its whole echo, repeat.
+    PingPong,
+    /// Send continuously while reading the echo.
+    Stream,
+    /// Open the connections and hold them, silent (to measure idle cost).
+    Idle,
+}
+
+/// What `bench` runs with.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The server.
+    pub connect: SocketAddr,
+    /// Connections.
+    pub conns: usize,
+    /// Bytes per message.
+    pub size: usize,
+    /// How long to run.
+    pub duration: Duration,
+    /// Ping-pong, stream or idle.
+    pub mode: Mode,
+    /// Ping-pong at this many messages per second in total, instead of as fast as possible.
+    pub rate: Option<f64>,
+    /// The server's pid, to read its CPU time from /proc.
+    pub server_pid: Option<u32>,
+    /// Draw a progress bar on stderr (only if it is a terminal).
+    pub progress: bool,
+}
+
+/// Why `bench` could not run.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A connection could not be made.
+    Connect(SocketAddr, io::Error),
+    /// The event loop failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Connect(addr, e) => write!(f, "cannot connect to {addr}: {e}"),
+            Self::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// What a run measured.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The options it ran with.
+    pub options: Options,
+    /// Wall time measured.
+    pub elapsed: Duration,
+    /// Messages whose whole echo came back and was verified.
+    pub messages: u64,
+    /// Echo bytes received and verified.
+    pub bytes: u64,
+    /// Connections that failed (reset, closed early).
+    pub errors: u64,
+    /// Reply bytes that were not the uppercase of what was sent.
+    pub mismatches: u64,
+    /// Latency percentiles in microseconds: p50, p99, p99.9, max.
+    pub latency_us: [u64; 4],
+    /// The server's CPU time during the run, if its pid was given.
+    pub server_cpu: Option<Duration>,
+}
+
+impl Report {
+    /// Messages per second.
+    pub fn msgs_per_sec(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Megabytes (10^6) of verified echo per second.
+    pub fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / self.elapsed.as_secs_f64() / 1e6
+    }
+
+    /// Server CPU microseconds per message.
+    pub fn server_cpu_us_per_msg(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.messages > 0).then(|| cpu.as_secs_f64() * 1e6 / self.messages as f64)
+    }
+
+    /// The report as one line of JSON.
+    pub fn to_json(&self) -> String {
+        let o = &self.options;
+        let opt = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.3}"));
+        format!(
+            "{{\"mode\":\"{}\",\"conns\":{},\"size\":{},\"rate\":{},\"elapsed_s\":{:.3},\"messages\":{},\
+             \"bytes\":{},\"msgs_per_s\":{:.1},\"mb_per_s\":{:.3},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\
+             \"max_us\":{},\"errors\":{},\"mismatches\":{},\"server_cpu_s\":{},\"server_cpu_us_per_msg\":{}}}",
+            mode_name(o.mode),
+            o.conns,
+            o.size,
+            opt(o.rate),
+            self.elapsed.as_secs_f64(),
+            self.messages,
+            self.bytes,
+            self.msgs_per_sec(),
+            self.mb_per_sec(),
+            self.latency_us[0],
+            self.latency_us[1],
+            self.latency_us[2],
+            self.latency_us[3],
+            self.errors,
+            self.mismatches,
+            opt(self.server_cpu.map(|d| d.as_secs_f64())),
+            opt(self.server_cpu_us_per_msg()),
+        )
+    }
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::PingPong => "pingpong",
+        Mode::Stream => "stream",
+        Mode::Idle => "idle",
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = &self.options;
+        let rate = o.rate.map_or(String::new(), |r| format!(" at {r} msgs/s"));
+        writeln!(
+            f,
+            "nbecho bench: {} conns, {} B, {}{rate}, {:.1} s",
+            o.conns,
+            o.size,
+            mode_name(o.mode),
+            self.elapsed.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  messages    {} ({:.0} msgs/s)",
+            self.messages,
+            self.msgs_per_sec()
+        )?;
+        writeln!(
+            f,
+            "  throughput  {:.2} MB/s of verified echo",
+            self.mb_per_sec()
+        )?;
+        let [p50, p99, p999, max] = self.latency_us;
+        writeln!(
+            f,
+            "  latency     p50 {p50} us, p99 {p99} us, p99.9 {p999} us, max {max} us"
+        )?;
+        write!(
+            f,
+            "  errors      {}, mismatches {}",
+            self.errors, self.mismatches
+        )?;
+        if let (Some(cpu), Some(per)) = (self.server_cpu, self.server_cpu_us_per_msg()) {
+            write!(
+                f,
+                "\n  server CPU  {:.2} s, {per:.2} us per message",
+                cpu.as_secs_f64()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The byte a message carries at a position: lowercase letters, varying by connection,
+/// message and offset.
+fn sent_byte(conn: usize, position: u64) -> u8 {
+    b'a' + ((position.wrapping_mul(7) + conn as u64 * 3) % 26) as u8
+}
+
+struct Conn {
+    stream: mio::net::TcpStream,
+    alive: bool,
+    /// Stream position of the next byte to send / the next reply byte expected.
+    sent: u64,
+    received: u64,
+    /// Bytes to send in all, so far (ping-pong: up to the end of the current message).
+    send_limit: u64,
+    /// When each message in flight was (or should have been) sent, oldest first.
+    in_flight: std::collections::VecDeque<Instant>,
+    /// Fixed rate: when the next message is due.
+    next_due: Option<Instant>,
+}
+
+/// CPU time of a process from /proc (user + system).
+pub fn process_cpu(pid: u32) -> io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    let (Some(utime), Some(stime)) = (field(11), field(12)) else {
+        return Err(io::Error::other("unexpected /proc/PID/stat format"));
+    };
+    // Linux reports in USER_HZ, which is 100 on every architecture it supports.
+    Ok(Duration::from_millis((utime + stime) * 10))
+}
+
+/// Runs the load and returns what it measured.
+pub fn run(options: &Options) -> Result<Report, Error> {
+    let mut poll = Poll::new().map_err(Error::Io)?;
+    let mut conns = Vec::with_capacity(options.conns);
+    for i in 0..options.conns {
+        let std = std::net::TcpStream::connect(options.connect)
+            .map_err(|e| Error::Connect(options.connect, e))?;
+        std.set_nodelay(true).map_err(Error::Io)?;
+        std.set_nonblocking(true).map_err(Error::Io)?;
+        let mut stream = mio::net::TcpStream::from_std(std);
+        poll.registry()
+            .register(
+                &mut stream,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(Error::Io)?;
+        conns.push(Conn {
+            stream,
+            alive: true,
+            sent: 0,
+            received: 0,
+            send_limit: 0,
+            in_flight: Default::default(),
+            next_due: None,
+        });
+    }
+
+    let size = options.size.max(1) as u64;
+    let per_conn_interval = options
+        .rate
+        .filter(|&r| r > 0.0)
+        .map(|r| Duration::from_secs_f64(options.conns as f64 / r));
+    let start = Instant::now();
+    let cpu_start = options.server_pid.and_then(|pid| process_cpu(pid).ok());
+    for (i, c) in conns.iter_mut().enumerate() {
+        match options.mode {
+            Mode::Idle => {}
+            Mode::Stream => c.send_limit = u64::MAX,
+            Mode::PingPong => match per_conn_interval {
+                // Spread the first sends over one interval.
+                Some(every) => {
+                    c.next_due = Some(start + every.mul_f64(i as f64 / options.conns as f64))
+                }
+                None => {
+                    c.send_limit = size;
+                    c.in_flight.push_back(start);
+                }
+            },
+        }
+    }
+
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let progress = progress_bar(options);
+    let mut events = Events::with_capacity(1024);
+    let end = start + options.duration;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = vec![0u8; 64 * 1024];
+    let mut last_tick = start;
+    // Every connection is pumped once to start; then only those with events, or with a
+    // fixed-rate message come due.
+    let mut ready: Vec<usize> = (0..conns.len()).collect();
+    let mut tally = Tally::default();
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        let mut next_wake = end;
+        if let Some(every) = per_conn_interval {
+            for (i, c) in conns.iter_mut().enumerate().filter(|(_, c)| c.alive) {
+                let Some(due) = c.next_due else { continue };
+                if due <= now {
+                    c.send_limit += size;
+                    c.in_flight.push_back(due);
+                    c.next_due = Some(due + every);
+                    ready.push(i);
+                }
+                next_wake = next_wake.min(c.next_due.unwrap_or(end));
+            }
+        }
+        for i in ready.drain(..) {
+            let c = &mut conns[i];
+            if c.alive
+                && pump(
+                    i,
+                    c,
+                    size,
+                    options.mode,
+                    &mut buf,
+                    &mut out,
+                    &mut histogram,
+                    &mut tally,
+                )
+                .is_err()
+            {
+                tally.errors += 1;
+                c.alive = false;
+            }
+        }
+        if let Some(bar) = &progress {
+            if now.duration_since(last_tick) >= Duration::from_millis(200) {
+                last_tick = now;
+                bar.set_position(now.duration_since(start).as_millis() as u64);
+                bar.set_message(format!(
+                    "{} msgs, {} errors, {} mismatches",
+                    tally.messages, tally.errors, tally.mismatches
+                ));
+            }
+        }
+        let timeout = next_wake
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(100));
+        match poll.poll(&mut events, Some(timeout)) {
+            Ok(()) => ready.extend(events.iter().map(|e| e.token().0)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Io(e)),
+        }
+    }
+    let elapsed = start.elapsed();
+    let server_cpu = match (options.server_pid, cpu_start) {
+        (Some(pid), Some(before)) => process_cpu(pid)
+            .ok()
+            .map(|after| after.saturating_sub(before)),
+        _ => None,
+    };
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    if options.mode == Mode::Idle {
+        // Still open? A read must would-block, not report end-of-stream or a reset.
+        for c in &mut conns {
+            match c.stream.read(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                _ => tally.errors += 1,
+            }
+        }
+    }
+    let latency_us = [
+        histogram.value_at_quantile(0.5),
+        histogram.value_at_quantile(0.99),
+        histogram.value_at_quantile(0.999),
+        histogram.max(),
+    ];
+    let Tally {
+        messages,
+        bytes,
+        errors,
+        mismatches,
+    } = tally;
+    Ok(Report {
+        options: options.clone(),
+        elapsed,
+        messages,
+        bytes,
+        errors,
+        mismatches,
+        latency_us,
+        server_cpu,
+    })
+}
+
+fn progress_bar(options: &Options) -> Option<indicatif::ProgressBar> {
+    if !options.progress || !io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(options.duration.as_millis() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {elapsed}/{duration} {msg}")
+            .expect("a valid template"),
+    );
+    Some(bar)
+}
+
+/// Counts of a run so far.
+#[derive(Debug, Default)]
+struct Tally {
+    messages: u64,
+    bytes: u64,
+    errors: u64,
+    mismatches: u64,
+}
+
+/// Writes and reads one connection until both would block (edge-triggered readiness
+/// reports it again only after that), counting into `tally`.
+#[allow(clippy::too_many_arguments)]
+fn pump(
+    i: usize,
+    c: &mut Conn,
+    size: u64,
+    mode: Mode,
+    buf: &mut [u8],
+    out: &mut [u8],
+    histogram: &mut Histogram<u64>,
+    tally: &mut Tally,
+) -> io::Result<()> {
+    loop {
+        send(i, c, size, mode, out)?;
+        let completed = receive(i, c, size, mode, buf, histogram, tally)?;
+        // Ping-pong as fast as possible: a completed echo released the next message,
+        // which can go at once.
+        if mode != Mode::PingPong || completed == 0 || c.sent >= c.send_limit {
+            return Ok(());
+        }
+    }
+}
+
+/// Sends what is due until the socket would block.
+fn send(i: usize, c: &mut Conn, size: u64, mode: Mode, out: &mut [u8]) -> io::Result<()> {
+    while c.sent < c.send_limit {
+        let n = (c.send_limit - c.sent).min(out.len() as u64) as usize;
+        for (k, b) in out[..n].iter_mut().enumerate() {
+            *b = sent_byte(i, c.sent + k as u64);
+        }
+        match c.stream.write(&out[..n]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => {
+                let before = c.sent;
+                c.sent += written as u64;
+                if mode == Mode::Stream {
+                    // A message boundary crossed: its latency clock starts now.
+                    let now = Instant::now();
+                    for _ in before / size..c.sent / size {
+                        c.in_flight.push_back(now);
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads and verifies the echo until the socket would block; returns the messages it
+/// completed.
+fn receive(
+    i: usize,
+    c: &mut Conn,
+    size: u64,
+    mode: Mode,
+    buf: &mut [u8],
+    histogram: &mut Histogram<u64>,
+    tally: &mut Tally,
+) -> io::Result<u64> {
+    let mut completed = 0;
+    loop {
+        match c.stream.read(buf) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                for (k, &b) in buf[..n].iter().enumerate() {
+                    if b != sent_byte(i, c.received + k as u64).to_ascii_uppercase() {
+                        tally.mismatches += 1;
+                    }
+                }
+                let before = c.received;
+                c.received += n as u64;
+                tally.bytes += n as u64;
+                let now = Instant::now();
+                for _ in before / size..c.received / size {
+                    if let Some(sent_at) = c.in_flight.pop_front() {
+                        let us = now.duration_since(sent_at).as_micros() as u64;
+                        let _ = histogram.record(us.max(1));
+                    }
+                    completed += 1;
+                    if mode == Mode::PingPong && c.next_due.is_none() {
+                        c.send_limit += size;
+                        c.in_flight.push_back(now);
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    tally.messages += completed;
+    Ok(completed)
+}
