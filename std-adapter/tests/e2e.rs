@@ -362,3 +362,44 @@ fn quiet_logs_nothing_for_normal_traffic() {
     assert!(status.success());
     assert_eq!(stderr, "");
 }
+
+// ---- bench ---------------------------------------------------------------------------------------
+
+/// A number from the bench's JSON line.
+fn json_number(json: &str, key: &str) -> f64 {
+    let rest = json
+        .split(&format!("\"{key}\":"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("{key} in {json}"));
+    rest.split([',', '}']).next().unwrap().parse().unwrap()
+}
+
+both_drivers! {
+    fn bench_verifies_every_reply(driver) {
+        let server = Server::start(&["--driver", driver]);
+        let addr = server.addr.to_string();
+        for mode in ["pingpong", "stream"] {
+            let out = run(
+                &["bench", "--connect", &addr, "--conns", "8", "--size", "1000", "--duration", "0.5", "--mode", mode, "--json"],
+                b"",
+            );
+            let json = String::from_utf8(out.stdout).unwrap();
+            assert!(out.status.success(), "{mode}: {json} {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(json_number(&json, "mismatches"), 0.0, "{json}");
+            assert_eq!(json_number(&json, "errors"), 0.0, "{json}");
+            assert!(json_number(&json, "messages") > 0.0, "{json}");
+            assert!(json_number(&json, "p50_us") > 0.0, "{json}");
+        }
+    }
+
+    fn bench_catches_wrong_replies(driver) {
+        // A plain echo sends lowercase back: every byte is a mismatch.
+        let server = Server::start(&["--driver", driver, "--mode", "echo"]);
+        let out = run(&["bench", "--connect", &server.addr.to_string(), "--duration", "0.3", "--json"], b"");
+        let json = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{json}");
+        assert!(json_number(&json, "mismatches") > 0.0, "{json}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.starts_with("nbecho: bench failed: "), "{stderr}");
+    }
+}
