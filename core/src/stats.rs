@@ -46,6 +46,40 @@ impl Stats {
     }
 }
 
+impl core::ops::AddAssign for Stats {
+    /// Sums the counters of several servers (for example one per thread).
+    fn add_assign(&mut self, other: Self) {
+        let Self {
+            accepted,
+            refused,
+            active,
+            closed,
+            peer_closed,
+            failed,
+            timeouts,
+            forced,
+            accept_errors,
+            bytes_in,
+            bytes_out,
+            bytes_dropped,
+            bytes_discarded,
+        } = other;
+        self.accepted += accepted;
+        self.refused += refused;
+        self.active += active;
+        self.closed += closed;
+        self.peer_closed += peer_closed;
+        self.failed += failed;
+        self.timeouts += timeouts;
+        self.forced += forced;
+        self.accept_errors += accept_errors;
+        self.bytes_in += bytes_in;
+        self.bytes_out += bytes_out;
+        self.bytes_dropped += bytes_dropped;
+        self.bytes_discarded += bytes_discarded;
+    }
+}
+
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

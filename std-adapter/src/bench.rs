@@ -206,19 +206,19 @@ struct Conn {
     next_due: Option<Instant>,
 }
 
-/// CPU time of a process from /proc (user + system).
+/// CPU time of a process so far, all threads, in nanoseconds of precision (the first
+/// field of each `/proc/PID/task/TID/schedstat`).
 pub fn process_cpu(pid: u32) -> io::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-    let (Some(utime), Some(stime)) = (field(11), field(12)) else {
-        return Err(io::Error::other("unexpected /proc/PID/stat format"));
-    };
-    // Linux reports in USER_HZ, which is 100 on every architecture it supports.
-    Ok(Duration::from_millis((utime + stime) * 10))
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let schedstat = std::fs::read_to_string(task?.path().join("schedstat"))?;
+        let ns = schedstat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok());
+        total += ns.ok_or_else(|| io::Error::other("unexpected schedstat format"))?;
+    }
+    Ok(Duration::from_nanos(total))
 }
 
 /// Runs the load and returns what it measured.

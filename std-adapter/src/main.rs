@@ -99,6 +99,10 @@ struct ServeArgs {
     /// connections that epoll reports ready, and blocks while nothing is.
     #[arg(long, value_enum, default_value_t = DriverArg::Poll)]
     driver: DriverArg,
+    /// Independent servers, one per thread, sharing the port with SO_REUSEPORT; --max-conns
+    /// and --buffers are split between them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    threads: u32,
     /// `upper` echoes ASCII letters uppercased (like Python's bytes.upper()); `echo` as is.
     #[arg(long, value_enum, default_value_t = ModeArg::Upper)]
     mode: ModeArg,
@@ -189,6 +193,7 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, String> {
             DriverArg::Poll => serve::DriverKind::Poll,
             DriverArg::Epoll => serve::DriverKind::Epoll,
         },
+        threads: args.threads as usize,
     };
     let outcome = serve::run(&options, &stop, |_| {}).map_err(|e| e.to_string())?;
     if outcome.is_clean() {

@@ -39,6 +39,9 @@ pub struct Options {
     pub mode: Mode,
     /// How connections are driven.
     pub driver: DriverKind,
+    /// Independent servers, one per thread, each with its own listener on the same port
+    /// (`SO_REUSEPORT`); `max_conns` and `buffers` are split between them.
+    pub threads: usize,
 }
 
 /// How connections are driven.
@@ -65,6 +68,8 @@ pub enum Error {
     Storage(StorageError),
     /// `buffers * buffer_size` is over [`MAX_BUFFER_MEMORY`].
     TooMuchMemory(usize),
+    /// Fewer connection slots or buffers than threads.
+    TooManyThreads(usize),
 }
 
 impl fmt::Display for Error {
@@ -73,6 +78,9 @@ impl fmt::Display for Error {
             Self::Listen(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             Self::Epoll(e) => write!(f, "cannot set up epoll: {e}"),
             Self::Storage(e) => write!(f, "invalid sizes: {e}"),
+            Self::TooManyThreads(n) => {
+                write!(f, "{n} threads need at least {n} connections (--max-conns) and buffers (--buffers)")
+            }
             Self::TooMuchMemory(n) => write!(
                 f,
                 "buffers would take {n} bytes, over the limit of {MAX_BUFFER_MEMORY}; \
@@ -132,39 +140,88 @@ pub fn run(
     stop: &AtomicBool,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<Outcome, Error> {
-    let arena_len = options
+    options
         .buffers
         .checked_mul(options.buffer_size)
         .filter(|&n| n <= MAX_BUFFER_MEMORY)
         .ok_or(Error::TooMuchMemory(
             options.buffers.saturating_mul(options.buffer_size),
         ))?;
+    let threads = options.threads.max(1);
+    if options.max_conns < threads || options.buffers < threads {
+        return Err(Error::TooManyThreads(threads));
+    }
     let listen_error = |e| Error::Listen(options.listen, e);
-    let listener = net::bind(options.listen, 1024, false).map_err(listen_error)?;
-    let addr = listener.local_addr().map_err(listen_error)?;
-    let started = |driver| {
-        info!(
-            %addr,
-            max_conns = options.max_conns,
-            buffer_size = options.buffer_size,
-            buffers = options.buffers,
-            mode = ?options.mode,
-            driver,
-            "listening on {addr}"
-        );
-        on_listening(addr);
-    };
-    match options.driver {
-        DriverKind::Poll => {
-            let io = Polling(Some(NetListener::new(listener)));
-            started("poll");
-            serve(options, stop, arena_len, io)
+    let first = net::bind(options.listen, 1024, threads > 1).map_err(listen_error)?;
+    let addr = first.local_addr().map_err(listen_error)?;
+    // The others bind the real port (port 0 picked one).
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(net::bind(addr, 1024, true).map_err(listen_error)?);
+    }
+    info!(
+        %addr,
+        max_conns = options.max_conns,
+        buffer_size = options.buffer_size,
+        buffers = options.buffers,
+        mode = ?options.mode,
+        driver = ?options.driver,
+        threads,
+        "listening on {addr}"
+    );
+    on_listening(addr);
+    if threads == 1 {
+        return serve_on(options, stop, listeners.pop().expect("one listener"));
+    }
+    // Split the per-process caps: the first threads take the remainders.
+    let share = |total: usize, i: usize| total / threads + usize::from(i < total % threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(i, listener)| {
+                let options = Options {
+                    max_conns: share(options.max_conns, i),
+                    buffers: share(options.buffers, i),
+                    ..options.clone()
+                };
+                std::thread::Builder::new()
+                    .name(format!("nbecho-{i}"))
+                    .spawn_scoped(scope, move || serve_on(&options, stop, listener))
+                    .expect("spawn a server thread")
+            })
+            .collect();
+        let mut stats = Stats::default();
+        for worker in workers {
+            stats += worker.join().expect("a server thread panicked")?.stats;
         }
+        info!(%stats, threads, "stopped: all threads");
+        Ok(Outcome { stats })
+    })
+}
+
+/// One server on one listener, in this thread.
+fn serve_on(
+    options: &Options,
+    stop: &AtomicBool,
+    listener: std::net::TcpListener,
+) -> Result<Outcome, Error> {
+    let arena_len = options.buffers * options.buffer_size;
+    match options.driver {
+        DriverKind::Poll => serve(
+            options,
+            stop,
+            arena_len,
+            Polling(Some(NetListener::new(listener))),
+        ),
         DriverKind::Epoll => {
             let listener = NetListener::new(mio::net::TcpListener::from_std(listener));
-            let io = Epoll::new(listener).map_err(Error::Epoll)?;
-            started("epoll");
-            serve(options, stop, arena_len, io)
+            serve(
+                options,
+                stop,
+                arena_len,
+                Epoll::new(listener).map_err(Error::Epoll)?,
+            )
         }
     }
 }

@@ -403,3 +403,52 @@ both_drivers! {
         assert!(stderr.starts_with("nbecho: bench failed: "), "{stderr}");
     }
 }
+
+// ---- threads ---------------------------------------------------------------------------------------
+
+both_drivers! {
+    fn threads_share_the_port_and_the_caps(driver) {
+        let server = Server::start(&["--driver", driver, "--threads", "2", "--max-conns", "64"]);
+        let clients: Vec<_> = (0..16)
+            .map(|i| {
+                let stream = server.connect();
+                thread::spawn(move || {
+                    let data = pattern(50_000 + i * 101, i as u64 + 40);
+                    assert!(echo(stream, &data) == upper(&data), "client {i}");
+                })
+            })
+            .collect();
+        for client in clients {
+            client.join().unwrap();
+        }
+        server.signal("TERM");
+        let (status, log) = server.wait();
+        assert!(status.success(), "{log}");
+        // The stats line sums both threads.
+        assert_eq!(Server::stat(&log, "accepted"), 16, "{log}");
+        assert_eq!(Server::stat(&log, "closed"), 16, "{log}");
+        assert!(log.contains("threads=2"), "{log}");
+    }
+}
+
+#[test]
+fn more_threads_than_connections_is_a_clean_error() {
+    let out = run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "8",
+            "--max-conns",
+            "4",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("8 threads need at least 8 connections"),
+        "{stderr}"
+    );
+}
