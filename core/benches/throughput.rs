@@ -59,7 +59,7 @@ fn throughput(c: &mut Criterion) {
                     other => panic!("{other:?}"),
                 }
                 match server.poll(now) {
-                    Action::Send { conn, bytes } => {
+                    Action::Send { conn, bytes, .. } => {
                         let n = black_box(bytes).len();
                         server.on_send(now, conn, Ok(n)).unwrap();
                     }

@@ -28,13 +28,20 @@ pub enum Action<'a> {
         /// Where to read to.
         buf: &'a mut [u8],
     },
-    /// Try to write `bytes`, the oldest pending output of `conn`, then report with
-    /// [`on_send`](crate::Server::on_send). Partial writes are normal.
+    /// Try to write `bytes` then `wrapped`, the oldest pending output of `conn`, then
+    /// report with [`on_send`](crate::Server::on_send) how many bytes were written, counting
+    /// through both. Partial writes are normal.
+    ///
+    /// `wrapped` is the rest of the output where it wraps around the connection's ring
+    /// buffer (usually empty): a transport with vectored writes sends both at once, any
+    /// other may write `bytes` alone and be asked for the rest next.
     Send {
         /// The connection to write.
         conn: ConnId,
-        /// What to write.
+        /// What to write first.
         bytes: &'a [u8],
+        /// What follows `bytes` (the output's continuation from the ring's start).
+        wrapped: &'a [u8],
     },
     /// Every byte is flushed: shut down the write side of `conn` (TCP FIN).
     Shutdown {

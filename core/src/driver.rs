@@ -15,6 +15,12 @@ pub trait Stream {
     fn read(&mut self, buf: &mut [u8]) -> nb::Result<usize, ErrorKind>;
     /// Writes a prefix of `bytes`: `Err(WouldBlock)` means no room now.
     fn write(&mut self, bytes: &[u8]) -> nb::Result<usize, ErrorKind>;
+    /// Writes a prefix of `first` followed by `second`, in one operation where the
+    /// transport can (`writev`). The default writes `first` alone.
+    fn write_vectored(&mut self, first: &[u8], second: &[u8]) -> nb::Result<usize, ErrorKind> {
+        let _ = second;
+        self.write(first)
+    }
     /// Shuts down the write side (TCP FIN), keeping the read side open.
     fn shutdown_write(&mut self) -> Result<(), ErrorKind>;
     /// Releases the stream. The default drops it.
@@ -199,9 +205,14 @@ impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
                 debug_assert_eq!(reported, Ok(()));
                 Step::Recv { conn, outcome }
             }
-            Action::Send { conn, bytes } => {
+            Action::Send {
+                conn,
+                bytes,
+                wrapped,
+            } => {
                 let outcome = match self.streams[conn.index()].as_mut() {
-                    Some(stream) => stream.write(bytes),
+                    Some(stream) if wrapped.is_empty() => stream.write(bytes),
+                    Some(stream) => stream.write_vectored(bytes, wrapped),
                     None => Err(nb::Error::Other(ErrorKind::NotConnected)),
                 };
                 let reported = self.server.on_send(now, conn, outcome);

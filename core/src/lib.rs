@@ -14,7 +14,7 @@
 //! - **getters**: [`stats`](Server::stats), [`conn_state`](Server::conn_state),
 //!   [`capacity`](Server::capacity), ...;
 //! - **`poll`**: [`Server::poll`] returns the next [`Action`] to perform: `Accept`,
-//!   `Recv { conn, buf }`, `Send { conn, bytes }`, `Shutdown { conn }`,
+//!   `Recv { conn, buf }`, `Send { conn, bytes, wrapped }`, `Shutdown { conn }`,
 //!   `Close { conn, reason }`, `Wait { until }`, or `Finished` after a graceful shutdown;
 //! - **`on_*`**: report the outcome of the `Accept`, `Recv` or `Send` just asked for, as
 //!   `nb::Result`s: [`on_accepted`](Server::on_accepted) /
@@ -78,7 +78,7 @@
 //!             unread = &unread[n..];
 //!             server.on_recv(now, conn, Ok(n))?; // Ok(0) once all is read: end-of-stream
 //!         }
-//!         Action::Send { conn, bytes } => {
+//!         Action::Send { conn, bytes, .. } => {
 //!             echoed.extend_from_slice(bytes);
 //!             let n = bytes.len();
 //!             server.on_send(now, conn, Ok(n))?;

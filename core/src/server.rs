@@ -54,7 +54,7 @@ enum Pending {
 enum Plan {
     Accept,
     Recv(ConnId, core::ops::Range<usize>),
-    Send(ConnId, core::ops::Range<usize>),
+    Send(ConnId, core::ops::Range<usize>, core::ops::Range<usize>),
     Shutdown(ConnId),
     Close(ConnId, CloseReason),
     Wait(Option<Instant>),
@@ -207,9 +207,10 @@ impl<'a, T: Transform> Server<'a, T> {
                 conn,
                 buf: self.pool.bytes_mut(range),
             },
-            Plan::Send(conn, range) => Action::Send {
+            Plan::Send(conn, range, wrapped) => Action::Send {
                 conn,
                 bytes: self.pool.bytes(range),
+                wrapped: self.pool.bytes(wrapped),
             },
             Plan::Shutdown(conn) => Action::Shutdown { conn },
             Plan::Close(conn, reason) => Action::Close { conn, reason },
@@ -322,12 +323,17 @@ impl<'a, T: Transform> Server<'a, T> {
             return None;
         }
         if slot.len > 0 && slot.writable && state.may_send() {
-            // The oldest pending bytes, up to the end of the ring.
-            let len = slot.len.min(block_size - slot.head);
-            let range = self.pool.range(slot.block, slot.head, len);
+            // The oldest pending bytes up to the end of the ring, then the rest from its
+            // start (one vectored write where the transport has them).
+            let first = slot.len.min(block_size - slot.head);
+            let range = self.pool.range(slot.block, slot.head, first);
+            let wrapped = self.pool.range(slot.block, 0, slot.len - first);
             self.visit_ops += 1;
-            self.pending = Some(Pending::Send { conn, max: len });
-            return Some(Plan::Send(conn, range));
+            self.pending = Some(Pending::Send {
+                conn,
+                max: slot.len,
+            });
+            return Some(Plan::Send(conn, range, wrapped));
         }
         if slot.len == 0 && matches!(state, ConnState::PeerClosed | ConnState::Draining) {
             // Everything is flushed: FIN. After the peer's FIN there is nothing left to

@@ -45,7 +45,11 @@ fn op(s: &mut Server<'static, Uppercase>, now: Instant) -> Op {
     match s.poll(now) {
         Action::Accept => Op::Accept,
         Action::Recv { conn, buf } => Op::Recv(conn, buf.len()),
-        Action::Send { conn, bytes } => Op::Send(conn, bytes.to_vec()),
+        Action::Send {
+            conn,
+            bytes,
+            wrapped,
+        } => Op::Send(conn, [bytes, wrapped].concat()),
         Action::Shutdown { conn } => Op::Shutdown(conn),
         Action::Close { conn, reason } => Op::Close(conn, reason),
         Action::Wait { until } => Op::Wait(until),
@@ -209,8 +213,12 @@ fn round(
                 };
                 s.on_recv(now, conn, outcome).unwrap();
             }
-            Action::Send { conn, bytes } => {
-                let n = bytes.len();
+            Action::Send {
+                conn,
+                bytes,
+                wrapped,
+            } => {
+                let n = bytes.len() + wrapped.len();
                 s.on_send(now, conn, Ok(n)).unwrap();
             }
             Action::Close { conn, reason } => closes.push((conn, reason)),
@@ -289,8 +297,8 @@ fn a_full_buffer_stops_reads_until_sends_drain_it() {
     send_outcome(&mut s, T0, c, nb::Error::WouldBlock);
     recv_sized(&mut s, T0, c, 4, b"wxyz");
     accept_would_block(&mut s, T0);
-    send(&mut s, T0, c, b"456789ABCDEF", 12);
-    send(&mut s, T0, c, b"WXYZ", 4);
+    // The pending output now wraps around the ring: both parts in one Send.
+    send(&mut s, T0, c, b"456789ABCDEFWXYZ", 16);
     assert_eq!(s.stats().bytes_out, 20);
     balanced(&s);
 }
@@ -310,8 +318,16 @@ fn the_ring_wraps_and_keeps_order() {
     recv_sized(&mut s, T0, c, 1, b""); // [10, 11); end-of-stream
     assert_eq!(s.conn_state(c), Ok(ConnState::PeerClosed));
     accept_would_block(&mut s, T0);
-    send(&mut s, T0, c, b"LMNOP", 5);
-    send(&mut s, T0, c, b"QRSTUVWXYZ", 10);
+    // Pending output wraps around the ring: one Send offers both parts.
+    match s.poll(T0) {
+        Action::Send { bytes, wrapped, .. } => {
+            assert_eq!((bytes, wrapped), (&b"LMNOP"[..], &b"QRSTUVWXYZ"[..]))
+        }
+        other => panic!("{other:?}"),
+    }
+    // A write that ends inside the wrapped part keeps the offset across the wrap.
+    s.on_send(T0, c, Ok(7)).unwrap();
+    send(&mut s, T0, c, b"STUVWXYZ", 8);
     assert_eq!(op(&mut s, T0), Op::Shutdown(c));
     balanced(&s);
 }

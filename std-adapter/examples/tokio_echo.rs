@@ -73,7 +73,7 @@ pub(crate) async fn serve(
                 };
                 let _ = server.on_recv(now, conn, outcome);
             }
-            Action::Send { conn, bytes } => {
+            Action::Send { conn, bytes, .. } => {
                 let outcome = match &streams[conn.index()] {
                     Some(stream) => match stream.try_write(bytes) {
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {

@@ -2,6 +2,10 @@
 
 use nbecho_core::Instant;
 
+/// Waits shorter than this yield in a loop instead of sleeping (see
+/// [`Clock::sleep_until`]).
+pub const SPIN_BELOW: std::time::Duration = std::time::Duration::from_micros(100);
+
 /// Monotonic time since the clock was made.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
@@ -22,7 +26,12 @@ impl Clock {
         Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
     }
 
-    /// Sleeps until `until`, but at most `cap` (so that signals are noticed).
+    /// Waits until `until`, but at most `cap` (so that signals are noticed).
+    ///
+    /// Waits shorter than [`SPIN_BELOW`] yield the CPU in a loop instead of sleeping:
+    /// Linux lets a sleeping thread oversleep by its timer slack (50 µs by default), which
+    /// would turn the core's first, shortest back-off steps into far longer ones and add
+    /// that to the latency of a connection that is only briefly idle. Longer waits sleep.
     pub fn sleep_until(&self, until: Option<Instant>, cap: std::time::Duration) {
         let nap = match until {
             Some(until) => {
@@ -30,7 +39,12 @@ impl Clock {
             }
             None => cap,
         };
-        if !nap.is_zero() {
+        if nap < SPIN_BELOW {
+            let end = std::time::Instant::now() + nap;
+            while std::time::Instant::now() < end {
+                std::thread::yield_now();
+            }
+        } else {
             std::thread::sleep(nap);
         }
     }

@@ -161,6 +161,11 @@ impl<S: Socket> Stream for NetStream<S> {
         self.0.write(bytes).map_err(|e| outcome(&e))
     }
 
+    fn write_vectored(&mut self, first: &[u8], second: &[u8]) -> nb::Result<usize, ErrorKind> {
+        let parts = [io::IoSlice::new(first), io::IoSlice::new(second)];
+        self.0.write_vectored(&parts).map_err(|e| outcome(&e))
+    }
+
     fn shutdown_write(&mut self) -> Result<(), ErrorKind> {
         self.0.shutdown_write().map_err(|e| e.kind().into())
     }

@@ -364,6 +364,9 @@ fn serve<I: Io>(
     config.idle_timeout = options
         .idle_timeout
         .map(|t| Duration::from_micros(micros(t)));
+    // The first idle back-off steps are short and waited precisely (see
+    // `Clock::sleep_until`): a connection idle for a few microseconds is served at once.
+    config.idle_backoff_min = Duration::from_micros(5);
     let server = Server::new(config, storage, options.mode);
     let mut driver = Driver::new(server, io.take_listener(), &mut streams)
         .expect("the stream table is made with one entry per slot");

@@ -377,6 +377,11 @@ impl Stream for SimStream {
         Ok(n)
     }
 
+    fn write_vectored(&mut self, first: &[u8], second: &[u8]) -> nb::Result<usize, ErrorKind> {
+        // One write of both parts, as writev would do.
+        self.write(&[first, second].concat())
+    }
+
     fn shutdown_write(&mut self) -> Result<(), ErrorKind> {
         let mut guard = self.net.borrow_mut();
         let net = &mut *guard;
