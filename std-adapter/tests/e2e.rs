@@ -120,6 +120,17 @@ fn client_reports_an_unreachable_server() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
+/// Runs `nbecho serve ARGS`, expects it to refuse with exit code 1 and one line on
+/// stderr, and returns that line.
+#[track_caller]
+fn serve_refuses(args: &[&str]) -> String {
+    let out = run(&[&["serve"], args].concat(), b"");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    stderr
+}
+
 // ---- bad input -------------------------------------------------------------------------------
 
 #[test]
@@ -145,31 +156,23 @@ fn bad_flags_are_clean_errors() {
 fn a_port_in_use_is_a_one_line_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = run(&["serve", "--listen", &addr], b"");
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(
-        stderr,
+        serve_refuses(&["--listen", &addr]),
         format!("nbecho: cannot listen on {addr}: Address already in use (os error 98)\n")
     );
 }
 
 #[test]
 fn absurd_memory_is_refused_not_an_abort() {
-    let out = run(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--max-conns",
-            "10000000",
-            "--buffer-size",
-            "16777216",
-        ],
-        b"",
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--max-conns",
+        "10000000",
+        "--buffer-size",
+        "16777216",
+    ];
+    let stderr = serve_refuses(&args);
     assert!(stderr.starts_with("nbecho: buffers would take"), "{stderr}");
 }
 
@@ -433,20 +436,14 @@ both_drivers! {
 
 #[test]
 fn more_threads_than_connections_is_a_clean_error() {
-    let out = run(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--threads",
-            "8",
-            "--max-conns",
-            "4",
-        ],
-        b"",
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    let stderr = serve_refuses(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "8",
+        "--max-conns",
+        "4",
+    ]);
     assert!(
         stderr.contains("8 threads need at least 8 connections"),
         "{stderr}"
