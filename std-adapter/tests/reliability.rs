@@ -363,7 +363,7 @@ impl XorShift {
 /// 256 KiB) that end normally (verified byte for byte), with a reset mid-stream, or after a
 /// slow start to reading.
 fn soak(driver: &str, duration: Duration, seed: u64) {
-    println!("soak seed {seed} (rerun: NBECHO_SOAK_SEED={seed})");
+    println!("soak {driver}: seed {seed} (rerun: NBECHO_SOAK_SEED={seed})");
     let mut server = Server::start(&["--driver", driver, "--max-conns", "64"]);
     let rss_start = server.rss_kib();
     let tally = Arc::new(Tally::default());
@@ -425,7 +425,7 @@ fn soak(driver: &str, duration: Duration, seed: u64) {
     let log = stop(server);
     let t = |a: &AtomicU64| a.load(Ordering::Relaxed);
     println!(
-        "soak {duration:?}: {} sessions, {} bytes verified, {} resets, {} slow readers, 0 mismatches, \
+        "soak {driver} {duration:?}: {} sessions, {} bytes verified, {} resets, {} slow readers, 0 mismatches, \
          RSS {rss_start} -> {rss_end} KiB",
         t(&tally.sessions),
         t(&tally.bytes_verified),
