@@ -120,6 +120,29 @@ fn client_reports_an_unreachable_server() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
+/// A client the server has accepted and cannot flush to: it sends without reading until
+/// the server stops taking its bytes (both sides' buffers are full).
+fn stuck_client(server: &Server) -> TcpStream {
+    let mut client = server.connect();
+    // A round trip first: the connection is accepted before anything else happens.
+    client.write_all(b"x").unwrap();
+    let mut reply = [0u8; 1];
+    client.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"X");
+    client
+        .set_write_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    let mut sent = 0;
+    while sent < 64 << 20 {
+        match client.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => return client, // stalled (timed out): the server is stuck
+        }
+    }
+    panic!("{sent} bytes sent and the server still reads: it never pushed back");
+}
+
 /// Runs `nbecho serve ARGS`, expects it to refuse with exit code 1 and one line on
 /// stderr, and returns that line.
 #[track_caller]
@@ -234,6 +257,10 @@ both_drivers! {
     fn sigterm_echoes_every_byte_read_then_exits_zero(driver) {
     let server = Server::start(&["--driver", driver, "--buffer-size", "65536"]);
     let mut client = server.connect();
+    // A round trip first, so the connection is accepted before the signal.
+    client.write_all(b"x").unwrap();
+    let mut first = [0u8; 1];
+    client.read_exact(&mut first).unwrap();
     let data = pattern(32 * 1024, 4);
     client.write_all(&data).unwrap();
     thread::sleep(Duration::from_millis(200)); // the server reads it
@@ -250,7 +277,7 @@ both_drivers! {
         reply.len(),
         data.len()
     );
-    assert_eq!(Server::stat(&log, "bytes_out"), data.len() as u64);
+    assert_eq!(Server::stat(&log, "bytes_out"), 1 + data.len() as u64);
     assert_eq!(Server::stat(&log, "forced"), 0);
 }
 }
@@ -258,18 +285,8 @@ both_drivers! {
 both_drivers! {
     fn the_shutdown_deadline_forces_exit_one(driver) {
     let server = Server::start(&["--driver", driver, "--shutdown-timeout", "1", "--buffer-size", "1024"]);
-    // A client that sends a lot and never reads: the server's output is stuck.
-    let client = server.connect();
-    let mut writer = client.try_clone().unwrap();
-    writer
-        .set_write_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let chunk = vec![b'a'; 64 * 1024];
-    for _ in 0..64 {
-        if writer.write_all(&chunk).is_err() {
-            break; // both sides' buffers are full
-        }
-    }
+    // A client that sends and never reads: the server's output is stuck.
+    let client = stuck_client(&server);
     server.signal("TERM");
     let (status, log) = server.wait();
     assert_eq!(status.code(), Some(1), "{log}");
@@ -281,23 +298,13 @@ both_drivers! {
 both_drivers! {
     fn a_second_signal_exits_at_once(driver) {
     let server = Server::start(&["--driver", driver, "--shutdown-timeout", "30"]);
-    let client = server.connect();
-    let mut writer = client.try_clone().unwrap();
-    writer
-        .set_write_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let chunk = vec![b'a'; 64 * 1024];
-    for _ in 0..64 {
-        if writer.write_all(&chunk).is_err() {
-            break;
-        }
-    }
+    let client = stuck_client(&server);
     server.signal("TERM");
     thread::sleep(Duration::from_millis(200));
     server.signal("INT");
     let start = Instant::now();
-    let (status, _) = server.wait();
-    assert_eq!(status.code(), Some(1));
+    let (status, log) = server.wait();
+    assert_eq!(status.code(), Some(1), "{log}");
     assert!(start.elapsed() < Duration::from_secs(5));
     drop(client);
 }
