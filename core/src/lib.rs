@@ -98,7 +98,8 @@
 //! # Features
 //!
 //! None: the crate is always `no_std` and never allocates.
-#![no_std]
+// no_std, except that unit tests use the std prelude (Vec, Box, format!).
+#![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]

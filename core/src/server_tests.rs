@@ -1,11 +1,5 @@
 //! Unit tests of the server state machine: one section per rule of the contract.
 
-extern crate std;
-
-use std::boxed::Box;
-use std::vec;
-use std::vec::Vec;
-
 use super::*;
 use crate::transform::Uppercase;
 

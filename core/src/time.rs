@@ -160,8 +160,6 @@ mod tests {
 
     #[test]
     fn display() {
-        extern crate std;
-        use std::string::ToString;
         assert_eq!(Duration::from_secs(5).to_string(), "5s");
         assert_eq!(Duration::from_millis(250).to_string(), "250ms");
         assert_eq!(Duration::from_micros(17).to_string(), "17us");
