@@ -13,7 +13,7 @@ use nbecho_core::{
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
-use crate::net::{self, Accept, MioListener, MioStream, NetListener, NetStream, StdListener};
+use crate::net::{self, Accept, MioListener, MioStream, NetListener, NetStream};
 
 /// The most buffer memory `serve` reserves (address space; pages are committed only when
 /// used). Past this, asking is almost certainly a typo, and an allocation failure would
@@ -212,16 +212,13 @@ fn serve_on(
             options,
             stop,
             arena_len,
-            Polling(Some(NetListener::new(listener))),
+            Polling,
+            NetListener::new(listener),
         ),
         DriverKind::Epoll => {
-            let listener = NetListener::new(mio::net::TcpListener::from_std(listener));
-            serve(
-                options,
-                stop,
-                arena_len,
-                Epoll::new(listener).map_err(Error::Epoll)?,
-            )
+            let mut listener = NetListener::new(mio::net::TcpListener::from_std(listener));
+            let epoll = Epoll::new(&mut listener).map_err(Error::Epoll)?;
+            serve(options, stop, arena_len, epoll, listener)
         }
     }
 }
@@ -231,21 +228,16 @@ fn serve_on(
 trait Io {
     type Raw: Accept;
     const SCHEDULING: Scheduling;
-    fn take_listener(&mut self) -> NetListener<Self::Raw>;
     fn accepted(&mut self, conn: ConnId, stream: &mut NetStream<<Self::Raw as Accept>::Socket>);
     fn wait(&mut self, server: &mut Server<'_, Mode>, clock: &Clock, until: Option<Instant>);
 }
 
 /// The polling driver: sleep until the core's `Wait`.
-struct Polling(Option<StdListener>);
+struct Polling;
 
 impl Io for Polling {
     type Raw = std::net::TcpListener;
     const SCHEDULING: Scheduling = Scheduling::Polling;
-
-    fn take_listener(&mut self) -> StdListener {
-        self.0.take().expect("taken once")
-    }
 
     fn accepted(&mut self, _: ConnId, _: &mut NetStream<std::net::TcpStream>) {}
 
@@ -261,14 +253,13 @@ const SIGNALS: mio::Token = mio::Token(usize::MAX - 1);
 struct Epoll {
     poll: mio::Poll,
     events: mio::Events,
-    listener: Option<MioListener>,
     /// Woken by SIGINT/SIGTERM (signal-hook writes to the other end), so that blocking in
     /// epoll without a timeout still notices a shutdown at once.
     signals: mio::net::UnixStream,
 }
 
 impl Epoll {
-    fn new(mut listener: MioListener) -> io::Result<Self> {
+    fn new(listener: &mut MioListener) -> io::Result<Self> {
         let poll = mio::Poll::new()?;
         poll.registry()
             .register(listener.get_mut(), LISTENER, mio::Interest::READABLE)?;
@@ -283,7 +274,6 @@ impl Epoll {
         Ok(Self {
             poll,
             events: mio::Events::with_capacity(1024),
-            listener: Some(listener),
             signals,
         })
     }
@@ -292,10 +282,6 @@ impl Epoll {
 impl Io for Epoll {
     type Raw = mio::net::TcpListener;
     const SCHEDULING: Scheduling = Scheduling::Readiness;
-
-    fn take_listener(&mut self) -> MioListener {
-        self.listener.take().expect("taken once")
-    }
 
     fn accepted(&mut self, conn: ConnId, stream: &mut MioStream) {
         // Edge-triggered, both directions, for the connection's whole life: an edge fires
@@ -348,6 +334,7 @@ fn serve<I: Io>(
     stop: &AtomicBool,
     arena_len: usize,
     mut io: I,
+    listener: NetListener<I::Raw>,
 ) -> Result<Outcome, Error> {
     // All the memory the server will ever use, made once. `vec![0; n]` asks the OS for
     // zeroed pages, which cost nothing until a buffer is first lent.
@@ -368,7 +355,7 @@ fn serve<I: Io>(
     // `Clock::sleep_until`): a connection idle for a few microseconds is served at once.
     config.idle_backoff_min = Duration::from_micros(5);
     let server = Server::new(config, storage, options.mode);
-    let mut driver = Driver::new(server, io.take_listener(), &mut streams)
+    let mut driver = Driver::new(server, listener, &mut streams)
         .expect("the stream table is made with one entry per slot");
 
     let clock = Clock::new();
