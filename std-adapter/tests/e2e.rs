@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{echo, pattern, run, try_echo, upper, Server, BIN, LIMIT};
+use common::{echo, pattern, run, try_echo, upper, write_until_stalled, Server, BIN, LIMIT};
 
 // ---- echo --------------------------------------------------------------------------------
 
@@ -129,18 +129,16 @@ fn stuck_client(server: &Server) -> TcpStream {
     let mut reply = [0u8; 1];
     client.read_exact(&mut reply).unwrap();
     assert_eq!(&reply, b"X");
+    let sent = write_until_stalled(
+        &mut client,
+        &vec![b'a'; 64 << 20],
+        Duration::from_millis(300),
+    );
+    assert!(
+        sent < 64 << 20,
+        "{sent} bytes sent and the server still reads: it never pushed back"
+    );
     client
-        .set_write_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let chunk = vec![b'a'; 64 * 1024];
-    let mut sent = 0;
-    while sent < 64 << 20 {
-        match client.write(&chunk) {
-            Ok(n) => sent += n,
-            Err(_) => return client, // stalled (timed out): the server is stuck
-        }
-    }
-    panic!("{sent} bytes sent and the server still reads: it never pushed back");
 }
 
 /// Runs `nbecho serve ARGS`, expects it to refuse with exit code 1 and one line on

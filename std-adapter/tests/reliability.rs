@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{echo, pattern, try_echo, upper, Server, LIMIT};
+use common::{echo, pattern, try_echo, upper, write_until_stalled, Server, LIMIT};
 
 /// Closes `stream` with a reset (SO_LINGER 0) instead of a FIN.
 fn reset(stream: TcpStream) {
@@ -22,22 +22,6 @@ fn reset(stream: TcpStream) {
         .set_linger(Some(Duration::ZERO))
         .unwrap();
     drop(stream);
-}
-
-/// Writes with single `write` calls until the peer stops taking bytes for `stall` (its
-/// buffers and ours are full) or `max` bytes are sent; returns how many were sent.
-fn write_until_stalled(stream: &mut TcpStream, data: &[u8], stall: Duration) -> usize {
-    stream.set_write_timeout(Some(stall)).unwrap();
-    let mut sent = 0;
-    while sent < data.len() {
-        match stream.write(&data[sent..(sent + 65_536).min(data.len())]) {
-            Ok(n) => sent += n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
-            Err(e) => panic!("write failed: {e}"),
-        }
-    }
-    stream.set_write_timeout(Some(LIMIT)).unwrap();
-    sent
 }
 
 /// One 64-byte round trip; returns its latency.

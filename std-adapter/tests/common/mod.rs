@@ -27,7 +27,7 @@ macro_rules! both_drivers {
     )*};
 }
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
@@ -108,24 +108,9 @@ impl Server {
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
-    /// CPU time the server has used so far (user + system).
+    /// CPU time the server has used so far, all threads.
     pub(crate) fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        // Fields after the command name (which may hold spaces) start at state (field 3).
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        let hz = Command::new("getconf").arg("CLK_TCK").output().unwrap();
-        let hz: u64 = String::from_utf8(hz.stdout)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        Duration::from_millis(ticks * 1000 / hz)
+        nbecho_std::bench::process_cpu(self.child.id()).unwrap()
     }
 
     /// True while the process runs.
@@ -245,4 +230,20 @@ pub(crate) fn run(args: &[&str], stdin: &[u8]) -> Output {
     let output = child.wait_with_output().unwrap();
     feeder.join().unwrap();
     output
+}
+
+/// Writes with single `write` calls until the peer stops taking bytes for `stall` (its
+/// buffers and ours are full) or `max` bytes are sent; returns how many were sent.
+pub(crate) fn write_until_stalled(stream: &mut TcpStream, data: &[u8], stall: Duration) -> usize {
+    stream.set_write_timeout(Some(stall)).unwrap();
+    let mut sent = 0;
+    while sent < data.len() {
+        match stream.write(&data[sent..(sent + 65_536).min(data.len())]) {
+            Ok(n) => sent += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    stream.set_write_timeout(Some(LIMIT)).unwrap();
+    sent
 }
