@@ -29,6 +29,9 @@ pub struct Config {
     /// Operations (receives and sends) one connection may take per visit before the next
     /// connection's turn: round-robin fairness. At least 1; default 4.
     pub visit_budget: u16,
+    /// Connections a pass may accept (or refuse at capacity) before it serves the
+    /// connections that were ready when it began. At least 1; default 16.
+    pub accepts_per_pass: u16,
     /// First [`Wait`](crate::Action::Wait) after a polling pass without progress.
     /// Default 50 µs.
     pub idle_backoff_min: Duration,
@@ -49,6 +52,7 @@ impl Default for Config {
             scheduling: Scheduling::Polling,
             idle_timeout: Some(Duration::from_secs(300)),
             visit_budget: 4,
+            accepts_per_pass: 16,
             idle_backoff_min: Duration::from_micros(50),
             idle_backoff_max: Duration::from_millis(10),
             accept_backoff_min: Duration::from_millis(10),

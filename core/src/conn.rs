@@ -5,6 +5,7 @@ use core::fmt;
 
 use embedded_io::ErrorKind;
 
+use crate::list::Links;
 use crate::time::Instant;
 
 /// Names one connection for as long as it lives.
@@ -154,6 +155,8 @@ pub struct Slot {
     pub(crate) len: u32,
     /// Idle deadline: last progress plus the idle timeout.
     pub(crate) deadline: Instant,
+    /// Place in the FIFO of connections waiting for a buffer to read into.
+    pub(crate) wait: Links,
 }
 
 impl Slot {
@@ -170,6 +173,7 @@ impl Slot {
         head: 0,
         len: 0,
         deadline: Instant::MAX,
+        wait: Links::UNLINKED,
     };
 }
 
@@ -187,7 +191,7 @@ mod tests {
     fn the_header_stays_small() {
         // An idle connection costs only this (plus the caller's socket handle).
         assert!(
-            core::mem::size_of::<Slot>() <= 48,
+            core::mem::size_of::<Slot>() <= 64,
             "{}",
             core::mem::size_of::<Slot>()
         );

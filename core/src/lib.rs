@@ -110,6 +110,7 @@ mod config;
 mod conn;
 mod driver;
 mod embedded_io;
+mod list;
 mod server;
 mod stats;
 mod time;

@@ -6,6 +6,7 @@ use crate::action::{Action, Admission, ReportError};
 use crate::buffer::{Pool, StorageError};
 use crate::config::{Config, Scheduling};
 use crate::conn::{CloseReason, ConnId, ConnState, Slot, NIL};
+use crate::list::{Links, List};
 use crate::stats::Stats;
 use crate::time::{Duration, Instant};
 use crate::transform::Transform;
@@ -80,15 +81,25 @@ pub struct Server<'a, T> {
     /// work. `current` is the connection being visited (never also on the queue).
     queue_head: u32,
     queue_tail: u32,
+    queue_len: u32,
     current: u32,
     visit_ops: u16,
+    /// Connections of this pass still on the queue: those queued when it began. Whatever
+    /// is queued later (requeued after its budget, newly ready) waits for the next pass.
+    pass_left: u32,
+    /// Accepts this pass may still try.
+    accepts_left: u16,
+    /// An operation was asked for since the last `Wait`: the driver has had no chance to
+    /// learn of new readiness since.
+    busy_since_wait: bool,
 
     /// This pass made progress (bytes moved, a connection admitted, refused or closed).
     pass_progress: bool,
-    accept_tried: bool,
     listener_ready: bool,
-    /// A connection could not get a buffer (readiness mode wakes the starved on release).
-    starved: bool,
+    /// Connections that want to read and could get no buffer, in the order they asked: a
+    /// released buffer goes straight to the first, so a busy connection cannot take it
+    /// back first, and nobody waiting is forgotten.
+    buffer_waiters: List,
     /// Current idle back-off; zero while passes make progress.
     idle_backoff: Duration,
     /// Current accept back-off; zero while accepts succeed.
@@ -106,6 +117,7 @@ impl<'a, T: Transform> Server<'a, T> {
     pub fn new(config: Config, storage: Storage<'a>, transform: T) -> Self {
         let mut config = config;
         config.visit_budget = config.visit_budget.max(1);
+        config.accepts_per_pass = config.accepts_per_pass.max(1);
         // A zero back-off would let an idle polling server spin.
         config.idle_backoff_min = config.idle_backoff_min.max(Duration::from_micros(1));
         config.idle_backoff_max = config.idle_backoff_max.max(config.idle_backoff_min);
@@ -121,12 +133,15 @@ impl<'a, T: Transform> Server<'a, T> {
             fresh_slots: 0,
             queue_head: NIL,
             queue_tail: NIL,
+            queue_len: 0,
             current: NIL,
             visit_ops: 0,
+            pass_left: 0,
+            accepts_left: config.accepts_per_pass,
+            busy_since_wait: false,
             pass_progress: false,
-            accept_tried: false,
             listener_ready: config.scheduling == Scheduling::Polling,
-            starved: false,
+            buffer_waiters: List::EMPTY,
             idle_backoff: Duration::ZERO,
             accept_backoff: Duration::ZERO,
             accept_retry_at: Instant::ZERO,
@@ -198,7 +213,9 @@ impl<'a, T: Transform> Server<'a, T> {
     /// counted as not performed.
     pub fn poll(&mut self, now: Instant) -> Action<'_> {
         self.pending = None;
-        match self.plan(now) {
+        let plan = self.plan(now);
+        self.busy_since_wait = !matches!(plan, Plan::Wait(_));
+        match plan {
             Plan::Accept => {
                 self.pending = Some(Pending::Accept);
                 Action::Accept
@@ -219,6 +236,12 @@ impl<'a, T: Transform> Server<'a, T> {
         }
     }
 
+    /// A pass: like the textbook loop, accept first (up to `accepts_per_pass`), then visit
+    /// each connection that was queued when the pass began, once, for at most
+    /// `visit_budget` reads and writes. A pass is bounded whatever the load: what becomes
+    /// ready meanwhile, or still has work after its visit, waits for the next pass, and in
+    /// readiness mode the driver polls for new events (`Wait { until: Some(now) }`) between
+    /// two passes, so newly ready connections and new arrivals are seen promptly.
     fn plan(&mut self, now: Instant) -> Plan {
         self.run_timers(now);
         loop {
@@ -229,15 +252,18 @@ impl<'a, T: Transform> Server<'a, T> {
                 self.end_visit();
                 continue;
             }
-            // Like the textbook loop, a pass tries `accept` first, then every connection.
             if self.may_accept(now) {
-                self.accept_tried = true;
+                self.accepts_left -= 1;
                 return Plan::Accept;
             }
-            if let Some(idx) = self.dequeue() {
-                self.current = idx;
-                self.visit_ops = 0;
-                continue;
+            if self.pass_left > 0 {
+                if let Some(idx) = self.dequeue() {
+                    self.pass_left -= 1;
+                    self.current = idx;
+                    self.visit_ops = 0;
+                    continue;
+                }
+                self.pass_left = 0;
             }
             // The pass is over.
             if self.shutdown_deadline.is_some() && self.stats.active == 0 {
@@ -245,14 +271,20 @@ impl<'a, T: Transform> Server<'a, T> {
             }
             let progressed = self.pass_progress;
             self.begin_pass();
-            if progressed {
-                self.idle_backoff = Duration::ZERO;
-                continue;
-            }
-            // Readiness that arrived after this pass's accept (a readiness pass is just
-            // "the queue drained") is not waited for.
-            if self.config.scheduling == Scheduling::Readiness && self.may_accept(now) {
-                continue;
+            match self.config.scheduling {
+                Scheduling::Polling if progressed => {
+                    self.idle_backoff = Duration::ZERO;
+                    continue;
+                }
+                Scheduling::Polling => {}
+                Scheduling::Readiness if self.pass_left > 0 || self.may_accept(now) => {
+                    if self.busy_since_wait {
+                        // Work is left: look for new readiness first, without blocking.
+                        return Plan::Wait(Some(now));
+                    }
+                    continue;
+                }
+                Scheduling::Readiness => {}
             }
             return Plan::Wait(self.wait_until(now));
         }
@@ -261,14 +293,14 @@ impl<'a, T: Transform> Server<'a, T> {
     fn may_accept(&self, now: Instant) -> bool {
         self.shutdown_deadline.is_none()
             && self.listener_ready
-            && !self.accept_tried
+            && self.accepts_left > 0
             && now >= self.accept_retry_at
     }
 
     /// Starts a pass: in polling mode every live connection is "maybe ready" again.
     fn begin_pass(&mut self) {
         self.pass_progress = false;
-        self.accept_tried = false;
+        self.accepts_left = self.config.accepts_per_pass;
         if self.config.scheduling == Scheduling::Polling {
             self.listener_ready = true;
             for idx in 0..self.fresh_slots {
@@ -280,6 +312,7 @@ impl<'a, T: Transform> Server<'a, T> {
                 }
             }
         }
+        self.pass_left = self.queue_len;
     }
 
     /// When to be polled again after a pass without progress; never `now` or earlier.
@@ -353,8 +386,8 @@ impl<'a, T: Transform> Server<'a, T> {
                 match self.pool.alloc() {
                     Some(block) => self.slots[idx as usize].block = block,
                     None => {
-                        // Backpressure: wait for a buffer to come back.
-                        self.starved = true;
+                        // Backpressure: wait in line for a buffer to come back.
+                        self.wait_for_buffer(idx);
                         return None;
                     }
                 }
@@ -383,8 +416,26 @@ impl<'a, T: Transform> Server<'a, T> {
         self.current = NIL;
         // A readiness driver will not tell us again about readiness we did not use up:
         // keep the connection on the queue. A polling pass revisits everyone anyway.
-        if self.config.scheduling == Scheduling::Readiness && self.has_work(idx) {
+        if self.config.scheduling == Scheduling::Readiness {
+            self.requeue(idx);
+        }
+    }
+
+    /// Queues a connection that has work; one that only lacks a buffer waits in line.
+    fn requeue(&mut self, idx: u32) {
+        if self.has_work(idx) {
             self.schedule(idx);
+        } else {
+            let slot = &self.slots[idx as usize];
+            if slot.readable && slot.block == NIL && slot.state.is_some_and(ConnState::may_recv) {
+                self.wait_for_buffer(idx);
+            }
+        }
+    }
+
+    fn wait_for_buffer(&mut self, idx: u32) {
+        if !self.buffer_waiters.contains(self.slots, wait_links, idx) {
+            self.buffer_waiters.push_back(self.slots, wait_links, idx);
         }
     }
 
@@ -400,7 +451,7 @@ impl<'a, T: Transform> Server<'a, T> {
                 && slot.readable
                 && slot.len < self.pool.block_size()
                 // Without a buffer to read into there is nothing to do until one comes
-                // back (`release_block` wakes the starved).
+                // back (`release_block` hands it to the first in line).
                 && (slot.block != NIL || self.pool.can_lend()))
     }
 
@@ -416,6 +467,7 @@ impl<'a, T: Transform> Server<'a, T> {
             tail => self.slots[tail as usize].next = idx,
         }
         self.queue_tail = idx;
+        self.queue_len += 1;
     }
 
     fn dequeue(&mut self) -> Option<u32> {
@@ -427,6 +479,7 @@ impl<'a, T: Transform> Server<'a, T> {
         self.queue_head = slot.next;
         slot.queued = false;
         slot.next = NIL;
+        self.queue_len -= 1;
         if self.queue_head == NIL {
             self.queue_tail = NIL;
         }
@@ -435,6 +488,9 @@ impl<'a, T: Transform> Server<'a, T> {
 
     /// Frees the slot of the connection being visited and says why.
     fn close(&mut self, idx: u32, now: Instant) -> Plan {
+        if self.buffer_waiters.contains(self.slots, wait_links, idx) {
+            self.buffer_waiters.remove(self.slots, wait_links, idx);
+        }
         let slot = self.slots[idx as usize];
         if slot.block != NIL {
             self.release_block(slot.block);
@@ -463,19 +519,18 @@ impl<'a, T: Transform> Server<'a, T> {
         )
     }
 
+    /// Takes a buffer back: it goes to the first connection waiting for one, if any, and
+    /// to the pool otherwise.
     fn release_block(&mut self, block: u32) {
-        self.pool.release(block);
-        if self.starved && self.config.scheduling == Scheduling::Readiness {
-            // Rare (every buffer was lent): wake the connections that wanted one.
-            self.starved = false;
-            for idx in 0..self.fresh_slots {
-                let slot = &self.slots[idx as usize];
-                if slot.block == NIL && slot.readable && slot.state.is_some_and(ConnState::may_recv)
-                {
-                    self.schedule(idx);
-                }
+        while let Some(idx) = self.buffer_waiters.pop_front(self.slots, wait_links) {
+            let slot = &mut self.slots[idx as usize];
+            if slot.block == NIL && slot.state.is_some_and(ConnState::may_recv) {
+                slot.block = block;
+                self.schedule(idx);
+                return;
             }
         }
+        self.pool.release(block);
     }
 
     /// Marks a live connection for closing (from outside its visit: schedules it).
@@ -561,7 +616,9 @@ impl<'a, T: Transform> Server<'a, T> {
         self.next_timer = self.next_timer.min(deadline);
         self.stats.accepted += 1;
         self.stats.active += 1;
+        // Accepts open a pass: what they admit is served in the same pass.
         self.schedule(idx);
+        self.pass_left += 1;
         Ok(Admission::Admitted(conn))
     }
 
@@ -728,8 +785,8 @@ impl<'a, T: Transform> Server<'a, T> {
         let slot = &mut self.slots[idx as usize];
         slot.readable |= readable;
         slot.writable |= writable;
-        if self.has_work(idx) {
-            self.schedule(idx);
+        if idx != self.current {
+            self.requeue(idx);
         }
         Ok(())
     }
@@ -788,3 +845,7 @@ impl<'a, T: Transform> Server<'a, T> {
 #[cfg(test)]
 #[path = "server_tests.rs"]
 mod tests;
+
+fn wait_links(slot: &mut Slot) -> &mut Links {
+    &mut slot.wait
+}

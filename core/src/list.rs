@@ -1,0 +1,125 @@
+//! Intrusive doubly linked lists threaded through the connection slots: push, pop and
+//! unlink in O(1), with no storage beyond two indices in each slot.
+//!
+//! Written by hand because the lists live inside caller-provided slots that are indexed,
+//! not pointed to (no `unsafe`, no allocation): `heapless` has no intrusive list, and
+//! `intrusive-collections` needs pointers to nodes that outlive the list.
+
+use crate::conn::{Slot, NIL};
+
+/// A slot's place in one list: the neighbours' indices, or [`NIL`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Links {
+    pub(crate) prev: u32,
+    pub(crate) next: u32,
+}
+
+impl Links {
+    pub(crate) const UNLINKED: Self = Self {
+        prev: NIL,
+        next: NIL,
+    };
+}
+
+/// Which of a slot's links a list uses.
+pub(crate) type Select = fn(&mut Slot) -> &mut Links;
+
+/// The ends of one list. Each list is used with one [`Select`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct List {
+    head: u32,
+    tail: u32,
+}
+
+impl List {
+    pub(crate) const EMPTY: Self = Self {
+        head: NIL,
+        tail: NIL,
+    };
+
+    /// The first index, if any.
+    pub(crate) fn front(&self) -> Option<u32> {
+        (self.head != NIL).then_some(self.head)
+    }
+
+    /// True if `idx` is on this list.
+    pub(crate) fn contains(&self, slots: &mut [Slot], links: Select, idx: u32) -> bool {
+        self.head == idx || links(&mut slots[idx as usize]).prev != NIL
+    }
+
+    /// Appends `idx`, which must not be on the list.
+    pub(crate) fn push_back(&mut self, slots: &mut [Slot], links: Select, idx: u32) {
+        *links(&mut slots[idx as usize]) = Links {
+            prev: self.tail,
+            next: NIL,
+        };
+        match self.tail {
+            NIL => self.head = idx,
+            tail => links(&mut slots[tail as usize]).next = idx,
+        }
+        self.tail = idx;
+    }
+
+    /// Takes the first index off the list.
+    pub(crate) fn pop_front(&mut self, slots: &mut [Slot], links: Select) -> Option<u32> {
+        let idx = self.front()?;
+        self.remove(slots, links, idx);
+        Some(idx)
+    }
+
+    /// Takes `idx`, which must be on the list, off it.
+    pub(crate) fn remove(&mut self, slots: &mut [Slot], links: Select, idx: u32) {
+        let Links { prev, next } =
+            core::mem::replace(links(&mut slots[idx as usize]), Links::UNLINKED);
+        match prev {
+            NIL => self.head = next,
+            prev => links(&mut slots[prev as usize]).next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            next => links(&mut slots[next as usize]).prev = prev,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait(slot: &mut Slot) -> &mut Links {
+        &mut slot.wait
+    }
+
+    fn order(list: &List, slots: &mut [Slot]) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut at = list.front();
+        while let Some(idx) = at {
+            out.push(idx);
+            at = Some(wait(&mut slots[idx as usize]).next).filter(|&n| n != NIL);
+        }
+        out
+    }
+
+    #[test]
+    fn push_pop_and_remove_keep_order() {
+        let mut slots = [Slot::EMPTY; 5];
+        let mut list = List::EMPTY;
+        for idx in [3, 0, 4, 1] {
+            list.push_back(&mut slots, wait, idx);
+        }
+        assert_eq!(order(&list, &mut slots), [3, 0, 4, 1]);
+        assert!(list.contains(&mut slots, wait, 3) && list.contains(&mut slots, wait, 1));
+        assert!(!list.contains(&mut slots, wait, 2));
+        list.remove(&mut slots, wait, 4);
+        list.remove(&mut slots, wait, 3);
+        list.push_back(&mut slots, wait, 3);
+        assert_eq!(order(&list, &mut slots), [0, 1, 3]);
+        assert!(!list.contains(&mut slots, wait, 4));
+        assert_eq!(list.pop_front(&mut slots, wait), Some(0));
+        list.remove(&mut slots, wait, 3);
+        assert_eq!(list.pop_front(&mut slots, wait), Some(1));
+        assert_eq!(list.pop_front(&mut slots, wait), None);
+        assert_eq!(list, List::EMPTY);
+        assert!(slots.iter().all(|s| s.wait == Links::UNLINKED));
+    }
+}
