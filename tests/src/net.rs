@@ -7,10 +7,21 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use nbecho_core::{nb, ErrorKind, Instant, Listener, Stream, Transform, Uppercase};
+use nbecho_core::{nb, ErrorKind, Instant, Listener, Stream};
 
 use crate::rng::Rng;
 use crate::schedule::{Behaviour, ClientPlan, Faults};
+
+/// The echo the server owes for one received byte, modelled without the core's code: ASCII
+/// `a`-`z` become `A`-`Z` (as Python's `bytes.upper()`), every other byte is unchanged; with
+/// `identity`, nothing changes.
+pub const fn model_echo(identity: bool, byte: u8) -> u8 {
+    if !identity && byte >= b'a' && byte <= b'z' {
+        byte - (b'a' - b'A')
+    } else {
+        byte
+    }
+}
 
 /// Bytes a client can have in flight towards the server (its socket buffer), and the
 /// server towards a client.
@@ -35,7 +46,7 @@ pub struct Pipe {
     pub accepted: bool,
     /// Everything the server read before its FIN (what it must echo).
     pub server_read: Vec<u8>,
-    /// `transform(server_read)`: the only bytes the server may ever write.
+    /// [`model_echo`] of `server_read`: the only bytes the server may ever write.
     pub expected: Vec<u8>,
     /// How many of `expected` the server has written.
     pub written: usize,
@@ -71,8 +82,10 @@ impl Client {
 pub struct Net {
     rng: Rng,
     faults: Faults,
-    /// Clients that connected and wait to be accepted.
-    backlog: VecDeque<usize>,
+    /// The server echoes bytes unchanged (else uppercase).
+    identity: bool,
+    /// Clients that connected and wait to be accepted, oldest first.
+    pub backlog: VecDeque<usize>,
     /// One pipe per client, by client index.
     pub pipes: Vec<Pipe>,
     /// The clients, by index.
@@ -94,8 +107,9 @@ pub struct Net {
 pub type SharedNet = Rc<RefCell<Net>>;
 
 impl Net {
-    /// A network with these clients, nobody connected yet.
-    pub fn new(seed: u64, faults: Faults, plans: &[ClientPlan]) -> SharedNet {
+    /// A network with these clients, nobody connected yet, whose server owes
+    /// [`model_echo`]`(identity, _)` of what it reads.
+    pub fn new(seed: u64, faults: Faults, plans: &[ClientPlan], identity: bool) -> SharedNet {
         let mut rng = Rng::new(seed);
         let clients = plans
             .iter()
@@ -111,6 +125,7 @@ impl Net {
         Rc::new(RefCell::new(Self {
             rng,
             faults,
+            identity,
             backlog: VecDeque::new(),
             pipes,
             clients,
@@ -263,6 +278,9 @@ impl Listener for SimListener {
         if net.backlog.is_empty() {
             return Err(nb::Error::WouldBlock);
         }
+        if net.inject(net.faults.interrupted) {
+            return Err(nb::Error::Other(ErrorKind::Interrupted));
+        }
         if net.inject(net.faults.accept_error) {
             // Like EMFILE: the connection stays in the backlog.
             return Err(nb::Error::Other(ErrorKind::Other));
@@ -306,6 +324,9 @@ impl Stream for SimStream {
         if net.pipes[i].reset {
             return Err(nb::Error::Other(ErrorKind::ConnectionReset));
         }
+        if net.inject(net.faults.interrupted) {
+            return Err(nb::Error::Other(ErrorKind::Interrupted));
+        }
         if net.inject(net.faults.read_would_block) {
             net.edge(i, true, false);
             return Err(nb::Error::WouldBlock);
@@ -319,6 +340,7 @@ impl Stream for SimStream {
             };
         }
         let n = net.size(buf.len().min(available));
+        let identity = net.identity;
         let pipe = &mut net.pipes[i];
         for (dst, src) in buf[..n].iter_mut().zip(pipe.to_server.drain(..n)) {
             *dst = src;
@@ -327,9 +349,8 @@ impl Stream for SimStream {
             pipe.discarded += n as u64;
         } else {
             pipe.server_read.extend_from_slice(&buf[..n]);
-            let mut echoed = buf[..n].to_vec();
-            Uppercase.apply(&mut echoed);
-            pipe.expected.extend_from_slice(&echoed);
+            pipe.expected
+                .extend(buf[..n].iter().map(|&b| model_echo(identity, b)));
         }
         Ok(n)
     }
@@ -350,6 +371,9 @@ impl Stream for SimStream {
         }
         if pipe.reset {
             return Err(nb::Error::Other(ErrorKind::ConnectionReset));
+        }
+        if net.inject(net.faults.interrupted) {
+            return Err(nb::Error::Other(ErrorKind::Interrupted));
         }
         if net.inject(net.faults.write_would_block) {
             net.edge(i, false, true);

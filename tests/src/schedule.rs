@@ -35,6 +35,13 @@ pub struct ServerPlan {
     pub visit_budget: u8,
     /// Readiness scheduling (the epoll role) instead of polling.
     pub readiness: bool,
+    /// With `readiness`: readiness is delivered the way the kernel does it, in a batch of
+    /// the edges that arrived since the last wait, only when the driver waits or polls for
+    /// events (`epoll_wait`, with or without a timeout). Without it, every edge is
+    /// delivered before the next step, which no kernel does.
+    pub edge_batches: bool,
+    /// A plain echo ([`Mode::Echo`](nbecho_core::Mode::Echo)) instead of uppercase.
+    pub identity: bool,
     /// Start a graceful shutdown at this time (ms), mid-traffic, with a 2 s deadline.
     pub shutdown_at_ms: Option<u16>,
 }
@@ -52,6 +59,9 @@ pub struct Faults {
     pub write_would_block: u8,
     /// A read or write moves fewer bytes than it could (down to 1).
     pub short_io: u8,
+    /// `accept`, a read or a write fails with `Interrupted` (EINTR): to be retried, never
+    /// a failure.
+    pub interrupted: u8,
 }
 
 /// One client.
@@ -89,7 +99,7 @@ impl Schedule {
     pub fn from_seed(seed: u64) -> Self {
         let mut rng = Rng::new(seed ^ 0x5eed);
         let small = |rng: &mut Rng, hi: u64| rng.range(0, hi) as u8;
-        let server = ServerPlan {
+        let mut server = ServerPlan {
             capacity: rng.range(1, 8) as u8,
             buffers: rng.range(1, 8) as u8,
             buffer_size: rng.range(16, 2048) as u16,
@@ -97,13 +107,16 @@ impl Schedule {
             visit_budget: rng.range(1, 8) as u8,
             readiness: rng.chance(50),
             shutdown_at_ms: rng.chance(20).then(|| rng.range(0, 3000) as u16),
+            edge_batches: false,
+            identity: false,
         };
-        let faults = Faults {
+        let mut faults = Faults {
             accept_would_block: small(&mut rng, 40),
             accept_error: small(&mut rng, 20),
             read_would_block: small(&mut rng, 40),
             write_would_block: small(&mut rng, 40),
             short_io: small(&mut rng, 60),
+            interrupted: 0,
         };
         let clients = (0..rng.range(1, 16))
             .map(|_| ClientPlan {
@@ -126,6 +139,14 @@ impl Schedule {
                 },
             })
             .collect();
+        // Drawn last, so that every seed keeps the shape it had before these existed.
+        server.edge_batches = server.readiness && rng.chance(60);
+        server.identity = rng.chance(25);
+        faults.interrupted = if rng.chance(50) {
+            small(&mut rng, 20)
+        } else {
+            0
+        };
         Self {
             seed,
             server,
@@ -147,6 +168,8 @@ impl Schedule {
             visit_budget: clamp(s.visit_budget.into(), 1, 8) as u8,
             readiness: s.readiness,
             shutdown_at_ms: s.shutdown_at_ms.map(|t| clamp(t.into(), 0, 5000) as u16),
+            edge_batches: s.readiness && s.edge_batches,
+            identity: s.identity,
         };
         let f = &self.faults;
         let rate = |r: u8| r.min(60);
@@ -156,6 +179,7 @@ impl Schedule {
             read_would_block: rate(f.read_would_block),
             write_would_block: rate(f.write_would_block),
             short_io: rate(f.short_io),
+            interrupted: rate(f.interrupted),
         };
         let clients = self
             .clients
@@ -221,6 +245,8 @@ pub mod strategy {
             1..=8u8,
             any::<bool>(),
             proptest::option::weighted(0.2, 0..3000u16),
+            any::<bool>(),
+            proptest::bool::weighted(0.25),
         )
             .prop_map(
                 |(
@@ -231,6 +257,8 @@ pub mod strategy {
                     visit_budget,
                     readiness,
                     shutdown_at_ms,
+                    edge_batches,
+                    identity,
                 )| {
                     ServerPlan {
                         capacity,
@@ -240,23 +268,39 @@ pub mod strategy {
                         visit_budget,
                         readiness,
                         shutdown_at_ms,
+                        edge_batches: readiness && edge_batches,
+                        identity,
                     }
                 },
             )
     }
 
     fn faults() -> impl Strategy<Value = Faults> {
-        (0..=40u8, 0..=20u8, 0..=40u8, 0..=40u8, 0..=60u8).prop_map(
-            |(accept_would_block, accept_error, read_would_block, write_would_block, short_io)| {
-                Faults {
+        (
+            0..=40u8,
+            0..=20u8,
+            0..=40u8,
+            0..=40u8,
+            0..=60u8,
+            prop_oneof![Just(0u8), 0..=20u8],
+        )
+            .prop_map(
+                |(
                     accept_would_block,
                     accept_error,
                     read_would_block,
                     write_would_block,
                     short_io,
-                }
-            },
-        )
+                    interrupted,
+                )| Faults {
+                    accept_would_block,
+                    accept_error,
+                    read_would_block,
+                    write_would_block,
+                    short_io,
+                    interrupted,
+                },
+            )
     }
 
     /// Any schedule of up to 12 clients.
