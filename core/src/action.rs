@@ -57,6 +57,12 @@ pub enum Action<'a> {
     },
     /// Nothing to do before `until`; `None` means "until readiness changes" (only in
     /// [`Scheduling::Readiness`](crate::Scheduling::Readiness)). Never in the past.
+    ///
+    /// `Some(now)`, only in readiness scheduling, ends a pass that left work queued: look
+    /// for new readiness without blocking (`epoll_wait` with a zero timeout), report it,
+    /// and poll again. Passes are bounded so that connections that stay ready cannot keep
+    /// newly ready ones, or new arrivals, waiting; a driver that simply waits until
+    /// `until` does the right thing.
     Wait {
         /// When to poll again at the latest.
         until: Option<Instant>,

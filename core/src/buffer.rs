@@ -23,7 +23,7 @@ pub enum StorageError {
     BlockTooSmall,
     /// The arena holds no whole block.
     NoBlocks,
-    /// More than `u32::MAX - 1` slots, blocks, or bytes in a block.
+    /// More than `u32::MAX - 1` slots or blocks, or blocks over [`MAX_BLOCK`] bytes.
     TooLarge,
 }
 
@@ -33,7 +33,7 @@ impl core::fmt::Display for StorageError {
             Self::NoSlots => "at least one connection slot is needed",
             Self::BlockTooSmall => "the buffer size is below the minimum of 16 bytes",
             Self::NoBlocks => "the buffer arena is smaller than one buffer",
-            Self::TooLarge => "too many slots or buffers, or a buffer too large",
+            Self::TooLarge => "too many slots or buffers, or a buffer over 2 GiB - 1",
         })
     }
 }
@@ -43,7 +43,10 @@ impl core::error::Error for StorageError {}
 /// The smallest block: room for the free-list link, and below it echoing makes no sense.
 pub const MIN_BLOCK: usize = 16;
 
-#[derive(Debug)]
+/// The largest block, 2 GiB - 1: offsets in a ring of this size (`head + len`, below twice
+/// the block) still fit the 32 bits a [`Slot`](crate::Slot) keeps them in.
+pub const MAX_BLOCK: usize = (u32::MAX / 2) as usize;
+
 pub(crate) struct Pool<'a> {
     arena: &'a mut [u8],
     block_size: u32,
@@ -55,17 +58,31 @@ pub(crate) struct Pool<'a> {
     in_use: u32,
 }
 
+/// The shape, never the arena's bytes.
+impl core::fmt::Debug for Pool<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Pool")
+            .field("block_size", &self.block_size)
+            .field("blocks", &self.blocks)
+            .field("in_use", &self.in_use)
+            .field("never_used", &(self.blocks - self.fresh))
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a> Pool<'a> {
     pub(crate) fn new(arena: &'a mut [u8], block_size: usize) -> Result<Self, StorageError> {
         if block_size < MIN_BLOCK {
             return Err(StorageError::BlockTooSmall);
         }
+        if block_size > MAX_BLOCK {
+            return Err(StorageError::TooLarge);
+        }
         let blocks = arena.len() / block_size;
         if blocks == 0 {
             return Err(StorageError::NoBlocks);
         }
-        let too_large = |n: usize| n >= NIL as usize;
-        if too_large(block_size) || too_large(blocks) {
+        if blocks >= NIL as usize {
             return Err(StorageError::TooLarge);
         }
         Ok(Self {
@@ -177,5 +194,24 @@ mod tests {
         );
         let pool = Pool::new(&mut arena, 20).unwrap();
         assert_eq!(pool.blocks(), 3, "a partial block at the end is not used");
+        // A block whose ring offsets would overflow 32 bits is refused, not wrapped
+        // (the check comes before any byte of it is needed).
+        let mut one = [0u8; 64];
+        assert_eq!(
+            Pool::new(&mut one, MAX_BLOCK + 1).unwrap_err(),
+            StorageError::TooLarge
+        );
+    }
+
+    #[test]
+    fn debug_shows_the_shape_not_the_bytes() {
+        let mut arena = [b'z'; 64];
+        let mut pool = Pool::new(&mut arena, 16).unwrap();
+        let _ = pool.alloc();
+        let shown = format!("{pool:?}");
+        assert_eq!(
+            shown,
+            "Pool { block_size: 16, blocks: 4, in_use: 1, never_used: 3, .. }"
+        );
     }
 }

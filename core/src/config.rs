@@ -14,6 +14,9 @@ pub enum Scheduling {
     /// [`Server::on_ready`](crate::Server::on_ready) and
     /// [`Server::on_listener_ready`](crate::Server::on_listener_ready); only those are
     /// tried, and with nothing ready the server waits for readiness or its next timer.
+    /// A pass serves what was ready when it began; when work is left after it, the
+    /// server asks the driver to look for new readiness without blocking
+    /// ([`Action::Wait`](crate::Action::Wait) until now) before the next pass.
     Readiness,
 }
 

@@ -155,6 +155,8 @@ pub struct Slot {
     pub(crate) len: u32,
     /// Idle deadline: last progress plus the idle timeout.
     pub(crate) deadline: Instant,
+    /// Place in the list of live connections ordered by last progress (so by deadline).
+    pub(crate) timer: Links,
     /// Place in the FIFO of connections waiting for a buffer to read into.
     pub(crate) wait: Links,
 }
@@ -173,6 +175,7 @@ impl Slot {
         head: 0,
         len: 0,
         deadline: Instant::MAX,
+        timer: Links::UNLINKED,
         wait: Links::UNLINKED,
     };
 }

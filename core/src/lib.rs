@@ -45,8 +45,16 @@
 //!   buffer stops reads from that connection (backpressure) until sends drain it.
 //! - At capacity, new connections are refused ([`Admission::Refused`]) and counted.
 //! - Failing accepts back off; idle polling passes back off ([`Action::Wait`] grows);
-//!   idle connections time out; each connection gets a bounded number of operations per
-//!   visit (round-robin fairness); connection ids are generational.
+//!   idle connections time out; connection ids are generational.
+//! - Passes are bounded (fairness): a pass accepts at most
+//!   [`accepts_per_pass`](Config::accepts_per_pass) connections, then visits each
+//!   connection that was queued when it began once, for at most
+//!   [`visit_budget`](Config::visit_budget) reads and writes. What becomes ready meanwhile
+//!   is served in the next pass; in readiness scheduling the driver looks for new events
+//!   between passes that leave work behind (`Wait` until now). So a connection that
+//!   becomes ready is served within two passes, however busy the others are.
+//! - A connection that can get no buffer waits in line: a released buffer goes to the
+//!   connection that has waited longest.
 //!
 //! # Example
 //!
@@ -118,7 +126,7 @@ mod transform;
 
 pub use ::embedded_io::ErrorKind;
 pub use action::{Action, Admission, ReportError};
-pub use buffer::{StorageError, MIN_BLOCK};
+pub use buffer::{StorageError, MAX_BLOCK, MIN_BLOCK};
 pub use config::{Config, Scheduling};
 pub use conn::{CloseReason, ConnId, ConnState, Slot};
 pub use driver::{AcceptFn, Driver, Listener, Step, Stream, TooFewStreams};

@@ -80,6 +80,14 @@ impl List {
             next => links(&mut slots[next as usize]).prev = prev,
         }
     }
+
+    /// Moves `idx`, which must be on the list, to its end.
+    pub(crate) fn move_to_back(&mut self, slots: &mut [Slot], links: Select, idx: u32) {
+        if self.tail != idx {
+            self.remove(slots, links, idx);
+            self.push_back(slots, links, idx);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -101,7 +109,7 @@ mod tests {
     }
 
     #[test]
-    fn push_pop_and_remove_keep_order() {
+    fn push_pop_remove_and_move_keep_order() {
         let mut slots = [Slot::EMPTY; 5];
         let mut list = List::EMPTY;
         for idx in [3, 0, 4, 1] {
@@ -111,8 +119,8 @@ mod tests {
         assert!(list.contains(&mut slots, wait, 3) && list.contains(&mut slots, wait, 1));
         assert!(!list.contains(&mut slots, wait, 2));
         list.remove(&mut slots, wait, 4);
-        list.remove(&mut slots, wait, 3);
-        list.push_back(&mut slots, wait, 3);
+        list.move_to_back(&mut slots, wait, 3);
+        list.move_to_back(&mut slots, wait, 3);
         assert_eq!(order(&list, &mut slots), [0, 1, 3]);
         assert!(!list.contains(&mut slots, wait, 4));
         assert_eq!(list.pop_front(&mut slots, wait), Some(0));

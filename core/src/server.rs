@@ -17,7 +17,6 @@ use crate::transform::Transform;
 /// An idle connection costs its slot only; a buffer is lent to a connection while it
 /// holds data. With fewer buffers than slots, connections wait for a buffer to read
 /// (backpressure) rather than failing.
-#[derive(Debug)]
 pub struct Storage<'a> {
     slots: &'a mut [Slot],
     pool: Pool<'a>,
@@ -39,6 +38,16 @@ impl<'a> Storage<'a> {
         let pool = Pool::new(buffers, buffer_size)?;
         slots.fill(Slot::EMPTY);
         Ok(Self { slots, pool })
+    }
+}
+
+/// The shape, never the slots one by one or the buffers' bytes.
+impl core::fmt::Debug for Storage<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Storage")
+            .field("slots", &self.slots.len())
+            .field("pool", &self.pool)
+            .finish()
     }
 }
 
@@ -65,7 +74,6 @@ enum Plan {
 /// The sans-IO echo server: decides every operation, performs none.
 ///
 /// See the [crate documentation](crate) for the calling contract.
-#[derive(Debug)]
 pub struct Server<'a, T> {
     config: Config,
     slots: &'a mut [Slot],
@@ -105,11 +113,27 @@ pub struct Server<'a, T> {
     /// Current accept back-off; zero while accepts succeed.
     accept_backoff: Duration,
     accept_retry_at: Instant,
-    /// No idle deadline comes before this (a lower bound: deadlines only move later).
-    next_timer: Instant,
+    /// Live connections in the order of their last progress: as the idle timeout is the
+    /// same for all, the first has the earliest deadline. Empty without an idle timeout.
+    timers: List,
     shutdown_deadline: Option<Instant>,
     forced: bool,
     pending: Option<Pending>,
+}
+
+/// The shape and the counters: capacity, buffers, configuration, stats; never the slots
+/// one by one or the buffers' bytes.
+impl<T: core::fmt::Debug> core::fmt::Debug for Server<'_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Server")
+            .field("capacity", &self.slots.len())
+            .field("pool", &self.pool)
+            .field("transform", &self.transform)
+            .field("config", &self.config)
+            .field("stats", &self.stats)
+            .field("shutdown_deadline", &self.shutdown_deadline)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a, T: Transform> Server<'a, T> {
@@ -145,7 +169,7 @@ impl<'a, T: Transform> Server<'a, T> {
             idle_backoff: Duration::ZERO,
             accept_backoff: Duration::ZERO,
             accept_retry_at: Instant::ZERO,
-            next_timer: Instant::MAX,
+            timers: List::EMPTY,
             shutdown_deadline: None,
             forced: false,
             pending: None,
@@ -318,7 +342,7 @@ impl<'a, T: Transform> Server<'a, T> {
     /// When to be polled again after a pass without progress; never `now` or earlier.
     fn wait_until(&mut self, now: Instant) -> Option<Instant> {
         let later = |t: Instant| if t > now { t } else { Instant::MAX };
-        let mut until = later(self.next_timer);
+        let mut until = later(self.next_deadline());
         if let Some(deadline) = self.shutdown_deadline {
             until = until.min(later(deadline));
         }
@@ -491,6 +515,9 @@ impl<'a, T: Transform> Server<'a, T> {
         if self.buffer_waiters.contains(self.slots, wait_links, idx) {
             self.buffer_waiters.remove(self.slots, wait_links, idx);
         }
+        if self.timers.contains(self.slots, timer_links, idx) {
+            self.timers.remove(self.slots, timer_links, idx);
+        }
         let slot = self.slots[idx as usize];
         if slot.block != NIL {
             self.release_block(slot.block);
@@ -556,22 +583,38 @@ impl<'a, T: Transform> Server<'a, T> {
                 }
             }
         }
-        if now < self.next_timer {
-            return;
-        }
-        let mut next = Instant::MAX;
-        for idx in 0..self.fresh_slots {
-            let slot = &self.slots[idx as usize];
-            match slot.state {
-                None | Some(ConnState::Closing) => {}
-                Some(_) if slot.deadline <= now => {
-                    self.stats.timeouts += 1;
-                    self.mark_closing(idx, CloseReason::TimedOut);
-                }
-                Some(_) => next = next.min(slot.deadline),
+        // O(1) per expiry: the first connection has the earliest deadline.
+        while let Some(idx) = self.timers.front() {
+            let Slot {
+                deadline, state, ..
+            } = self.slots[idx as usize];
+            if deadline > now {
+                break;
+            }
+            self.timers.remove(self.slots, timer_links, idx);
+            if state.is_some_and(|s| s != ConnState::Closing) {
+                self.stats.timeouts += 1;
+                self.mark_closing(idx, CloseReason::TimedOut);
             }
         }
-        self.next_timer = next;
+    }
+
+    /// The earliest idle deadline.
+    fn next_deadline(&self) -> Instant {
+        self.timers
+            .front()
+            .map_or(Instant::MAX, |idx| self.slots[idx as usize].deadline)
+    }
+
+    /// Progress on `idx` at `now`: its idle deadline moves to `now` plus the timeout, and
+    /// it goes to the end of the timer list.
+    fn progressed(&mut self, idx: u32, now: Instant) {
+        if let Some(timeout) = self.config.idle_timeout {
+            self.slots[idx as usize].deadline = now + timeout;
+            if self.timers.contains(self.slots, timer_links, idx) {
+                self.timers.move_to_back(self.slots, timer_links, idx);
+            }
+        }
     }
 
     fn idle_deadline(&self, now: Instant) -> Instant {
@@ -613,7 +656,9 @@ impl<'a, T: Transform> Server<'a, T> {
             index: idx,
             generation: slot.generation,
         };
-        self.next_timer = self.next_timer.min(deadline);
+        if self.config.idle_timeout.is_some() {
+            self.timers.push_back(self.slots, timer_links, idx);
+        }
         self.stats.accepted += 1;
         self.stats.active += 1;
         // Accepts open a pass: what they admit is served in the same pass.
@@ -622,8 +667,12 @@ impl<'a, T: Transform> Server<'a, T> {
         Ok(Admission::Admitted(conn))
     }
 
-    /// The `Accept` failed: would-block (nothing to accept now) or an error such as out of
-    /// file descriptors, after which accepting pauses with a growing back-off.
+    /// The `Accept` failed: would-block (nothing to accept now), or an error. An error
+    /// that concerns only the connection being accepted (`ConnectionAborted`,
+    /// `ConnectionReset`, `ConnectionRefused`, `PermissionDenied`, `TimedOut`,
+    /// `NotConnected`) is counted and accepting goes on at once; any other (out of file
+    /// descriptors, buffers or memory: `OutOfMemory`, `Other`, ...) pauses accepting with
+    /// a growing back-off. `Interrupted` is retried and not counted.
     pub fn on_accept_error(
         &mut self,
         now: Instant,
@@ -636,7 +685,13 @@ impl<'a, T: Transform> Server<'a, T> {
         match error {
             nb::Error::WouldBlock => self.listener_ready = false,
             nb::Error::Other(ErrorKind::Interrupted) => {}
+            nb::Error::Other(kind) if fails_one_connection(kind) => {
+                // That connection is gone (reset or aborted before it was accepted): the
+                // next one may be fine, so try again at once, within the pass's budget.
+                self.stats.accept_errors += 1;
+            }
             nb::Error::Other(_) => {
+                // Out of descriptors, buffers or memory: retrying at once would spin.
                 self.stats.accept_errors += 1;
                 self.accept_backoff = if self.accept_backoff.is_zero() {
                     self.config.accept_backoff_min
@@ -696,9 +751,8 @@ impl<'a, T: Transform> Server<'a, T> {
             }
             Ok(n) => {
                 self.pass_progress = true;
-                let deadline = self.idle_deadline(now);
+                self.progressed(idx, now);
                 let slot = &mut self.slots[idx as usize];
-                slot.deadline = deadline;
                 if state == ConnState::Lingering {
                     self.stats.bytes_discarded += n as u64;
                 } else {
@@ -752,9 +806,8 @@ impl<'a, T: Transform> Server<'a, T> {
                 self.pass_progress = true;
                 self.stats.bytes_out += n as u64;
                 let block_size = self.pool.block_size();
-                let deadline = self.idle_deadline(now);
+                self.progressed(idx, now);
                 let slot = &mut self.slots[idx as usize];
-                slot.deadline = deadline;
                 slot.len -= n as u32;
                 slot.head = if slot.len == 0 {
                     0
@@ -848,4 +901,22 @@ mod tests;
 
 fn wait_links(slot: &mut Slot) -> &mut Links {
     &mut slot.wait
+}
+
+fn timer_links(slot: &mut Slot) -> &mut Links {
+    &mut slot.timer
+}
+
+/// Accept errors that concern the one connection being accepted, not the listener or the
+/// process (so no reason to back off).
+const fn fails_one_connection(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::ConnectionAborted
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionRefused
+            | ErrorKind::PermissionDenied
+            | ErrorKind::TimedOut
+            | ErrorKind::NotConnected
+    )
 }

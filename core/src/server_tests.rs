@@ -532,6 +532,32 @@ fn accept_errors_back_off_exponentially_without_spinning() {
 }
 
 #[test]
+fn an_aborted_connection_is_counted_and_accepting_goes_on_at_once() {
+    let mut s = server_as_configured(4, 4, 16, Config::default());
+    assert_eq!(op(&mut s, T0), Op::Accept);
+    s.on_accept_error(T0, nb::Error::Other(ErrorKind::ConnectionAborted))
+        .unwrap();
+    // No back-off: the next accept is in the same pass.
+    let c = accept(&mut s, T0);
+    assert_eq!(s.stats().accept_errors, 1);
+    // Out of descriptors does back off.
+    assert_eq!(op(&mut s, T0), Op::Accept);
+    s.on_accept_error(T0, nb::Error::Other(ErrorKind::Other))
+        .unwrap();
+    recv_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    // The pass made progress (c was admitted): another pass, without accepting.
+    recv_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    assert_eq!(wait(&mut s, T0), Some(T0 + Duration::from_micros(50)));
+    assert_eq!(s.stats().accept_errors, 2);
+    recv_outcome(&mut s, T0 + ms(1), c, nb::Error::WouldBlock);
+    assert_eq!(
+        op(&mut s, T0 + ms(10)),
+        Op::Accept,
+        "after the 10 ms back-off"
+    );
+}
+
+#[test]
 fn accept_back_off_caps_and_ends_early_when_a_descriptor_is_freed() {
     let config = Config {
         accept_backoff_max: ms(40),
