@@ -23,8 +23,11 @@ pub enum StorageError {
     BlockTooSmall,
     /// The arena holds no whole block.
     NoBlocks,
-    /// More than `u32::MAX - 1` slots or blocks, or blocks over [`MAX_BLOCK`] bytes.
+    /// More than `u32::MAX - 1` slots or blocks (`2^31 - 1` large blocks), or blocks over
+    /// [`MAX_BLOCK`] bytes.
     TooLarge,
+    /// Large buffers must be larger than the small ones.
+    LargeNotLarger,
 }
 
 impl core::fmt::Display for StorageError {
@@ -34,6 +37,7 @@ impl core::fmt::Display for StorageError {
             Self::BlockTooSmall => "the buffer size is below the minimum of 16 bytes",
             Self::NoBlocks => "the buffer arena is smaller than one buffer",
             Self::TooLarge => "too many slots or buffers, or a buffer over 2 GiB - 1",
+            Self::LargeNotLarger => "large buffers must be larger than the small ones",
         })
     }
 }
@@ -95,14 +99,12 @@ impl<'a> Pool<'a> {
         })
     }
 
-    pub(crate) fn block_size(&self) -> u32 {
-        self.block_size
-    }
-
+    #[cfg(test)]
     pub(crate) fn blocks(&self) -> u32 {
         self.blocks
     }
 
+    #[cfg(test)]
     pub(crate) fn in_use(&self) -> u32 {
         self.in_use
     }
@@ -158,6 +160,124 @@ impl<'a> Pool<'a> {
 
     pub(crate) fn bytes_mut(&mut self, range: core::ops::Range<usize>) -> &mut [u8] {
         &mut self.arena[range]
+    }
+}
+
+/// Marks a block id as one of the large class (ids are `u32`; `NIL` is never a block).
+const LARGE: u32 = 1 << 31;
+
+/// The buffers of a server: small blocks, and optionally large ones for bulk transfers.
+///
+/// Block ids name a block of either class (large ones carry [`LARGE`]); byte ranges are
+/// in one space, the small arena first, so a range names its arena too.
+pub(crate) struct Buffers<'a> {
+    small: Pool<'a>,
+    large: Option<Pool<'a>>,
+}
+
+impl core::fmt::Debug for Buffers<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Buffers")
+            .field("small", &self.small)
+            .field("large", &self.large)
+            .finish()
+    }
+}
+
+impl<'a> Buffers<'a> {
+    pub(crate) fn new(small: Pool<'a>) -> Self {
+        Self { small, large: None }
+    }
+
+    /// Adds the large class; its blocks must be larger than the small ones.
+    pub(crate) fn with_large(self, large: Pool<'a>) -> Result<Self, StorageError> {
+        if large.block_size <= self.small.block_size {
+            return Err(StorageError::LargeNotLarger);
+        }
+        if large.blocks >= LARGE {
+            return Err(StorageError::TooLarge);
+        }
+        Ok(Self {
+            small: self.small,
+            large: Some(large),
+        })
+    }
+
+    pub(crate) fn small_size(&self) -> u32 {
+        self.small.block_size
+    }
+
+    pub(crate) fn large_size(&self) -> Option<u32> {
+        self.large.as_ref().map(|p| p.block_size)
+    }
+
+    /// Blocks of both classes, and how many are lent.
+    pub(crate) fn counts(&self) -> (u32, u32) {
+        let (blocks, in_use) = self.large.as_ref().map_or((0, 0), |p| (p.blocks, p.in_use));
+        (self.small.blocks + blocks, self.small.in_use + in_use)
+    }
+
+    /// Bytes in block `block`.
+    pub(crate) fn capacity(&self, block: u32) -> u32 {
+        match &self.large {
+            Some(large) if block & LARGE != 0 => large.block_size,
+            _ => self.small.block_size,
+        }
+    }
+
+    /// True if [`alloc`](Self::alloc) would lend a block of some class.
+    pub(crate) fn can_lend(&self) -> bool {
+        self.small.can_lend() || self.large.as_ref().is_some_and(Pool::can_lend)
+    }
+
+    /// Lends a block: a large one if `large` is preferred and one is free, else a small
+    /// one, else whatever is free.
+    pub(crate) fn alloc(&mut self, large: bool) -> Option<u32> {
+        let take_large =
+            |pool: &mut Option<Pool<'a>>| pool.as_mut().and_then(Pool::alloc).map(|b| b | LARGE);
+        if large {
+            take_large(&mut self.large).or_else(|| self.small.alloc())
+        } else {
+            self.small.alloc().or_else(|| take_large(&mut self.large))
+        }
+    }
+
+    /// Takes a block back.
+    pub(crate) fn release(&mut self, block: u32) {
+        match &mut self.large {
+            Some(large) if block & LARGE != 0 => large.release(block & !LARGE),
+            _ => self.small.release(block),
+        }
+    }
+
+    /// The range of `len` bytes at `offset` inside `block`.
+    pub(crate) fn range(&self, block: u32, offset: u32, len: u32) -> core::ops::Range<usize> {
+        match &self.large {
+            Some(large) if block & LARGE != 0 => {
+                let base = self.small.arena.len();
+                let r = large.range(block & !LARGE, offset, len);
+                base + r.start..base + r.end
+            }
+            _ => self.small.range(block, offset, len),
+        }
+    }
+
+    pub(crate) fn bytes(&self, range: core::ops::Range<usize>) -> &[u8] {
+        let base = self.small.arena.len();
+        match &self.large {
+            Some(large) if range.start >= base => large.bytes(range.start - base..range.end - base),
+            _ => self.small.bytes(range),
+        }
+    }
+
+    pub(crate) fn bytes_mut(&mut self, range: core::ops::Range<usize>) -> &mut [u8] {
+        let base = self.small.arena.len();
+        match &mut self.large {
+            Some(large) if range.start >= base => {
+                large.bytes_mut(range.start - base..range.end - base)
+            }
+            _ => self.small.bytes_mut(range),
+        }
     }
 }
 

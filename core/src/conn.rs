@@ -145,6 +145,8 @@ pub struct Slot {
     pub(crate) writable: bool,
     /// On the run queue.
     pub(crate) queued: bool,
+    /// The last read filled its buffer: prefer a large buffer next time.
+    pub(crate) bulk: bool,
     pub(crate) generation: u32,
     /// Next slot on the run queue (live slots) or on the free list (free slots).
     pub(crate) next: u32,
@@ -169,6 +171,7 @@ impl Slot {
         readable: false,
         writable: false,
         queued: false,
+        bulk: false,
         generation: 0,
         next: NIL,
         block: NIL,

@@ -3,7 +3,7 @@
 use embedded_io::ErrorKind;
 
 use crate::action::{Action, Admission, ReportError};
-use crate::buffer::{Pool, StorageError};
+use crate::buffer::{Buffers, Pool, StorageError};
 use crate::config::{Config, Scheduling};
 use crate::conn::{CloseReason, ConnId, ConnState, Slot, NIL};
 use crate::list::{Links, List};
@@ -12,14 +12,16 @@ use crate::time::{Duration, Instant};
 use crate::transform::Transform;
 
 /// The memory a [`Server`] runs in, all of it provided by the caller: one [`Slot`] header
-/// per connection and one byte arena cut into buffers of `buffer_size` bytes.
+/// per connection and one byte arena cut into buffers of `buffer_size` bytes, and
+/// optionally a second arena of larger buffers for bulk transfers
+/// ([`with_large_buffers`](Self::with_large_buffers)).
 ///
 /// An idle connection costs its slot only; a buffer is lent to a connection while it
 /// holds data. With fewer buffers than slots, connections wait for a buffer to read
 /// (backpressure) rather than failing.
 pub struct Storage<'a> {
     slots: &'a mut [Slot],
-    pool: Pool<'a>,
+    buffers: Buffers<'a>,
 }
 
 impl<'a> Storage<'a> {
@@ -37,7 +39,29 @@ impl<'a> Storage<'a> {
         }
         let pool = Pool::new(buffers, buffer_size)?;
         slots.fill(Slot::EMPTY);
-        Ok(Self { slots, pool })
+        Ok(Self {
+            slots,
+            buffers: Buffers::new(pool),
+        })
+    }
+
+    /// Adds large buffers, cut from `arena` in blocks of `size` bytes (larger than the
+    /// small ones), for connections that move data in bulk.
+    ///
+    /// Buffers follow the load: a connection gets a buffer when it has data to hold, and
+    /// gives it back as soon as it holds none; it gets a large one when its last read
+    /// filled its buffer (or a whole small buffer's worth), a small one otherwise, and
+    /// either when the other kind is all lent. A bulk sender so moves `size` bytes per
+    /// read and write, while total memory stays what the caller provided.
+    pub fn with_large_buffers(
+        self,
+        arena: &'a mut [u8],
+        size: usize,
+    ) -> Result<Self, StorageError> {
+        Ok(Self {
+            slots: self.slots,
+            buffers: self.buffers.with_large(Pool::new(arena, size)?)?,
+        })
     }
 }
 
@@ -46,7 +70,7 @@ impl core::fmt::Debug for Storage<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Storage")
             .field("slots", &self.slots.len())
-            .field("pool", &self.pool)
+            .field("buffers", &self.buffers)
             .finish()
     }
 }
@@ -77,7 +101,7 @@ enum Plan {
 pub struct Server<'a, T> {
     config: Config,
     slots: &'a mut [Slot],
-    pool: Pool<'a>,
+    pool: Buffers<'a>,
     transform: T,
     stats: Stats,
 
@@ -150,7 +174,7 @@ impl<'a, T: Transform> Server<'a, T> {
         Self {
             config,
             slots: storage.slots,
-            pool: storage.pool,
+            pool: storage.buffers,
             transform,
             stats: Stats::default(),
             free_slot: NIL,
@@ -193,14 +217,33 @@ impl<'a, T: Transform> Server<'a, T> {
         self.slots.len()
     }
 
-    /// Bytes per connection buffer.
+    /// Bytes per (small) connection buffer.
     pub fn buffer_size(&self) -> usize {
-        self.pool.block_size() as usize
+        self.pool.small_size() as usize
     }
 
-    /// Buffers in the arena, and how many are lent now.
+    /// Bytes per large buffer, if there are any
+    /// ([`Storage::with_large_buffers`]).
+    pub fn large_buffer_size(&self) -> Option<usize> {
+        self.pool.large_size().map(|s| s as usize)
+    }
+
+    /// Buffers of all sizes, and how many are lent now.
     pub fn buffers(&self) -> (usize, usize) {
-        (self.pool.blocks() as usize, self.pool.in_use() as usize)
+        let (blocks, in_use) = self.pool.counts();
+        (blocks as usize, in_use as usize)
+    }
+
+    /// Bytes of the buffer lent to a live connection, 0 if it holds none: the most it can
+    /// hold before reads stop (backpressure).
+    pub fn buffer_capacity(&self, conn: ConnId) -> Result<usize, ReportError> {
+        let idx = self.live(conn)?;
+        let block = self.slots[idx as usize].block;
+        Ok(if block == NIL {
+            0
+        } else {
+            self.pool.capacity(block) as usize
+        })
     }
 
     /// The state of a live connection.
@@ -365,7 +408,6 @@ impl<'a, T: Transform> Server<'a, T> {
     /// The next operation on the connection being visited, or `None` when its visit is
     /// over (nothing to do, or its budget is spent).
     fn plan_visit(&mut self, idx: u32, now: Instant) -> Option<Plan> {
-        let block_size = self.pool.block_size();
         let budget_left = self.visit_ops < self.config.visit_budget;
         let slot = &mut self.slots[idx as usize];
         let state = slot.state?;
@@ -382,6 +424,7 @@ impl<'a, T: Transform> Server<'a, T> {
         if slot.len > 0 && slot.writable && state.may_send() {
             // The oldest pending bytes up to the end of the ring, then the rest from its
             // start (one vectored write where the transport has them).
+            let block_size = self.pool.capacity(slot.block);
             let first = slot.len.min(block_size - slot.head);
             let range = self.pool.range(slot.block, slot.head, first);
             let wrapped = self.pool.range(slot.block, 0, slot.len - first);
@@ -405,9 +448,12 @@ impl<'a, T: Transform> Server<'a, T> {
             self.pass_progress = true;
             return Some(Plan::Shutdown(conn));
         }
-        if state.may_recv() && slot.readable && slot.len < block_size {
+        if state.may_recv()
+            && slot.readable
+            && (slot.block == NIL || slot.len < self.pool.capacity(slot.block))
+        {
             if slot.block == NIL {
-                match self.pool.alloc() {
+                match self.pool.alloc(slot.bulk) {
                     Some(block) => self.slots[idx as usize].block = block,
                     None => {
                         // Backpressure: wait in line for a buffer to come back.
@@ -417,6 +463,7 @@ impl<'a, T: Transform> Server<'a, T> {
                 }
             }
             let slot = &self.slots[idx as usize];
+            let block_size = self.pool.capacity(slot.block);
             // Free space after the pending bytes, up to the end of the ring or the head.
             let (start, len) = if slot.head + slot.len >= block_size {
                 (slot.head + slot.len - block_size, block_size - slot.len)
@@ -473,7 +520,7 @@ impl<'a, T: Transform> Server<'a, T> {
             || (slot.len == 0 && matches!(state, ConnState::PeerClosed | ConnState::Draining))
             || (state.may_recv()
                 && slot.readable
-                && slot.len < self.pool.block_size()
+                && (slot.block == NIL || slot.len < self.pool.capacity(slot.block))
                 // Without a buffer to read into there is nothing to do until one comes
                 // back (`release_block` hands it to the first in line).
                 && (slot.block != NIL || self.pool.can_lend()))
@@ -757,6 +804,9 @@ impl<'a, T: Transform> Server<'a, T> {
                     self.stats.bytes_discarded += n as u64;
                 } else {
                     let range = self.pool.range(slot.block, start, n as u32);
+                    // A read that filled the space offered, or a small buffer's worth, is
+                    // bulk: the next buffer this connection gets is a large one.
+                    slot.bulk = n as u32 >= max.min(self.pool.small_size());
                     slot.len += n as u32;
                     self.stats.bytes_in += n as u64;
                     self.transform.apply(self.pool.bytes_mut(range));
@@ -805,8 +855,8 @@ impl<'a, T: Transform> Server<'a, T> {
             Ok(n) => {
                 self.pass_progress = true;
                 self.stats.bytes_out += n as u64;
-                let block_size = self.pool.block_size();
                 self.progressed(idx, now);
+                let block_size = self.pool.capacity(self.slots[idx as usize].block);
                 let slot = &mut self.slots[idx as usize];
                 slot.len -= n as u32;
                 slot.head = if slot.len == 0 {

@@ -394,6 +394,91 @@ fn connections_wait_for_a_buffer_when_all_are_lent() {
 }
 
 #[test]
+fn buffers_follow_the_load_small_for_messages_large_for_bulk() {
+    let slots = Box::leak(vec![Slot::EMPTY; 2].into_boxed_slice());
+    let small = Box::leak(vec![0u8; 2 * 16].into_boxed_slice());
+    let large = Box::leak(vec![0u8; 64].into_boxed_slice());
+    let storage = Storage::new(slots, small, 16)
+        .unwrap()
+        .with_large_buffers(large, 64)
+        .unwrap();
+    let config = Config {
+        accepts_per_pass: 1,
+        ..Config::default()
+    };
+    let mut s = Server::new(config, storage, Uppercase);
+    assert_eq!((s.buffer_size(), s.large_buffer_size()), (16, Some(64)));
+    assert_eq!(s.buffers(), (3, 0));
+    let c = accept(&mut s, T0);
+    // A first read gets a small buffer, and fills it: c sends in bulk.
+    recv_sized(&mut s, T0, c, 16, &[b'a'; 16]);
+    assert_eq!(s.buffer_capacity(c), Ok(16));
+    send(&mut s, T0, c, &[b'A'; 16], 16);
+    assert_eq!(
+        s.buffer_capacity(c),
+        Ok(0),
+        "an empty buffer goes back at once"
+    );
+    // So its next buffer is a large one, where a message that does not fill a small
+    // buffer's worth...
+    recv_sized(&mut s, T0, c, 64, b"hello");
+    assert_eq!(s.buffer_capacity(c), Ok(64));
+    send(&mut s, T0, c, b"HELLO", 5);
+    // ...makes it a small talker again (next pass: the visit's budget is spent).
+    accept_would_block(&mut s, T0);
+    recv_sized(&mut s, T0, c, 16, b"hi");
+    send(&mut s, T0, c, b"HI", 2);
+    recv_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    assert_eq!(s.buffers(), (3, 0));
+}
+
+#[test]
+fn a_bulk_connection_takes_a_small_buffer_when_no_large_one_is_free() {
+    let slots = Box::leak(vec![Slot::EMPTY; 2].into_boxed_slice());
+    let small = Box::leak(vec![0u8; 16].into_boxed_slice());
+    let large = Box::leak(vec![0u8; 64].into_boxed_slice());
+    let storage = Storage::new(slots, small, 16)
+        .unwrap()
+        .with_large_buffers(large, 64)
+        .unwrap();
+    let config = Config {
+        accepts_per_pass: 1,
+        ..Config::default()
+    };
+    let mut s = Server::new(config, storage, Uppercase);
+    let [a, b] = connect(&mut s, T0, 2)[..] else {
+        unreachable!()
+    };
+    // a fills the small buffer, so it gets the large one next, and keeps it (its peer
+    // does not read).
+    accept_would_block(&mut s, T0);
+    recv_sized(&mut s, T0, a, 16, &[b'a'; 16]);
+    send(&mut s, T0, a, &[b'A'; 16], 16);
+    recv_sized(&mut s, T0, a, 64, &[b'a'; 20]);
+    send_outcome(&mut s, T0, a, nb::Error::WouldBlock);
+    // b sends in bulk too, but the only large buffer is a's: b gets the small one.
+    recv_sized(&mut s, T0, b, 16, &[b'b'; 16]);
+    send(&mut s, T0, b, &[b'B'; 16], 16);
+    recv_sized(&mut s, T0, b, 16, &[b'b'; 16]);
+    assert_eq!(
+        (s.buffer_capacity(a), s.buffer_capacity(b)),
+        (Ok(64), Ok(16))
+    );
+    assert_eq!(s.buffers(), (2, 2));
+}
+
+#[test]
+fn large_buffers_must_be_larger() {
+    let mut slots = [Slot::EMPTY; 1];
+    let (mut small, mut large) = ([0u8; 64], [0u8; 64]);
+    let err = Storage::new(&mut slots, &mut small, 32)
+        .unwrap()
+        .with_large_buffers(&mut large, 32)
+        .unwrap_err();
+    assert_eq!(err, StorageError::LargeNotLarger);
+}
+
+#[test]
 fn polling_passes_accept_up_to_their_budget_then_serve() {
     let config = Config {
         accepts_per_pass: 2,
