@@ -44,6 +44,7 @@
 //! ready until nothing is and only then waits starves everything that became ready
 //! meanwhile, and these bounds catch it.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::rc::Rc;
 
@@ -87,8 +88,12 @@ pub struct Report {
     pub accepted: u64,
     /// Connections refused at capacity.
     pub refused: u64,
+    /// Connections that reset before they were accepted (`ConnectionAborted`).
+    pub aborted: u64,
     /// The longest any serviceable connection or backlog entry waited, in operations.
     pub longest_wait_ops: u64,
+    /// The largest buffer a connection held, in bytes.
+    pub largest_buffer: usize,
     /// FNV-1a hash of the whole trace (every step and the time it ran).
     pub trace_hash: u64,
     /// The server's counters at the end.
@@ -134,6 +139,8 @@ impl fmt::Write for Fnv {
 /// The fairness bounds of one run (see the [module docs](self)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bounds {
+    /// Accepts one pass may try.
+    pub accepts_per_pass: u64,
     /// Operations in one pass at most.
     pub pass_ops: u64,
     /// Operations within which a serviceable connection, or the oldest connection in the
@@ -147,6 +154,7 @@ impl Bounds {
         let pass_ops = u64::from(config.accepts_per_pass)
             + capacity as u64 * (u64::from(config.visit_budget) + 2);
         Self {
+            accepts_per_pass: u64::from(config.accepts_per_pass),
             pass_ops,
             serve_ops: 2 * pass_ops,
         }
@@ -177,10 +185,20 @@ struct Model {
     /// Since when the oldest backlog entry has waited for an `accept`, and which it is.
     backlog_since: Option<(usize, Since)>,
     /// An accept failed (not would-block, not interrupted): accepting may back off until
-    /// the next attempt.
+    /// the next attempt, or until a connection closes (a descriptor is freed).
     accept_backing_off: bool,
+    /// Accept failures since the last success, and the earliest the next attempt may
+    /// come (the back-off doubles from 10 ms up to 1 s; a close ends it).
+    accept_failures: u32,
+    accept_retry_at: Option<Instant>,
+    /// Accept attempts in a row, with no other step between (at most one pass's worth).
+    accepts_in_a_row: u64,
+    accepts_per_pass: u64,
+    /// Every id ever admitted: none may be issued twice.
+    issued: BTreeSet<ConnId>,
     ops: u64,
     longest_wait: u64,
+    largest_buffer: usize,
     /// The earliest shutdown deadline asked for.
     shutdown_deadline: Option<Instant>,
     /// Counters, as the steps showed them.
@@ -197,7 +215,7 @@ struct Model {
 }
 
 impl Model {
-    fn new(capacity: usize, clients: usize) -> Self {
+    fn new(capacity: usize, clients: usize, accepts_per_pass: u64) -> Self {
         Self {
             slots: vec![None; capacity],
             reasons: vec![None; clients],
@@ -208,8 +226,14 @@ impl Model {
             ready_since: vec![None; clients],
             backlog_since: None,
             accept_backing_off: false,
+            accept_failures: 0,
+            accept_retry_at: None,
+            accepts_in_a_row: 0,
+            accepts_per_pass,
+            issued: BTreeSet::new(),
             ops: 0,
             longest_wait: 0,
+            largest_buffer: 0,
             shutdown_deadline: None,
             accepted: 0,
             refused_count: 0,
@@ -254,6 +278,8 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
     let buffer_size = usize::from(s.server.buffer_size);
     let mut slots = vec![Slot::EMPTY; capacity];
     let mut arena = vec![0u8; usize::from(s.server.buffers) * buffer_size];
+    let large_size = buffer_size * usize::from(s.server.large_factor);
+    let mut large_arena = vec![0u8; usize::from(s.server.large_buffers) * large_size];
     let mut streams: Vec<Option<SimStream>> = (0..capacity).map(|_| None).collect();
     let mut config = Config::default();
     config.scheduling = if s.server.readiness {
@@ -267,8 +293,19 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
         .map(|t| Duration::from_millis(t.into()));
     config.idle_timeout = idle_timeout;
     config.visit_budget = s.server.visit_budget.into();
-    let storage = Storage::new(&mut slots, &mut arena, buffer_size)
+    let mut storage = Storage::new(&mut slots, &mut arena, buffer_size)
         .map_err(|e| fail(0, format!("storage: {e}")))?;
+    if s.server.large_buffers > 0 {
+        storage = storage
+            .with_large_buffers(&mut large_arena, large_size)
+            .map_err(|e| fail(0, format!("storage: {e}")))?;
+    }
+    // The most any connection may buffer.
+    let buffer_size = buffer_size.max(if s.server.large_buffers > 0 {
+        large_size
+    } else {
+        0
+    });
     let mode = if s.server.identity {
         Mode::Echo
     } else {
@@ -280,7 +317,7 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
     let mut driver = Driver::new(server, SimListener(Rc::clone(&net)), &mut streams)
         .map_err(|e| fail(0, e.to_string()))?;
 
-    let mut model = Model::new(capacity, s.clients.len());
+    let mut model = Model::new(capacity, s.clients.len(), bounds.accepts_per_pass);
     let mut trace = Fnv(0xcbf2_9ce4_8422_2325);
     let mut now = Instant::ZERO;
     let mid_shutdown = s
@@ -419,8 +456,7 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
             return Err(fail(step, what));
         }
         check_step(&driver, &net, buffer_size, &model, before).map_err(|e| fail(step, e))?;
-        check_service(&mut model, &driver, &net, buffer_size, bounds, now)
-            .map_err(|e| fail(step, e))?;
+        check_service(&mut model, &driver, &net, bounds, now).map_err(|e| fail(step, e))?;
         check_closes(&net.borrow(), &model, now, step, &mut peer_done_at)
             .map_err(|e| fail(step, e))?;
     }
@@ -445,7 +481,9 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
         faults: n.injected,
         accepted: stats.accepted,
         refused: stats.refused,
+        aborted: n.pipes.iter().filter(|p| p.reset && !p.accepted).count() as u64,
         longest_wait_ops: model.longest_wait,
+        largest_buffer: model.largest_buffer,
         trace_hash: trace.0,
         stats,
     })
@@ -501,6 +539,23 @@ fn observe(
     if accept_attempt {
         model.backlog_since = None;
         model.accept_backing_off = false;
+        if let Some(earliest) = model.accept_retry_at.take() {
+            if now < earliest {
+                return Err(format!(
+                    "accept retried at {now} after {} failure(s); the back-off runs to {earliest}",
+                    model.accept_failures
+                ));
+            }
+        }
+        model.accepts_in_a_row += 1;
+        if model.accepts_in_a_row > model.accepts_per_pass {
+            return Err(format!(
+                "{} accepts in a row: a pass may try {}",
+                model.accepts_in_a_row, model.accepts_per_pass
+            ));
+        }
+    } else {
+        model.accepts_in_a_row = 0;
     }
     match *taken {
         Step::Accepted(conn) => {
@@ -511,6 +566,12 @@ fn observe(
             if model.slots[conn.index()].is_some() {
                 return Err(format!("{conn} admitted into a busy slot"));
             }
+            if !model.issued.insert(conn) {
+                return Err(format!(
+                    "{conn} issued twice: a stale id would name a new connection"
+                ));
+            }
+            model.accept_failures = 0;
             model.slots[conn.index()] = Some((conn, client));
             model.last_progress[client] = now;
             model.accepted += 1;
@@ -529,14 +590,31 @@ fn observe(
             }
             model.refused[client] = true;
             model.refused_count += 1;
+            model.accept_failures = 0;
+        }
+        Step::AcceptFailed(ErrorKind::ConnectionAborted) => {
+            // That connection is gone; the listener is fine: no back-off.
+            model.accept_errors += 1;
         }
         Step::AcceptFailed(kind) if kind != ErrorKind::Interrupted => {
             model.accept_errors += 1;
             model.accept_backing_off = true;
+            // The simulation's accept errors are all "out of descriptors" (EMFILE).
+            model.accept_failures += 1;
+            let doublings = (model.accept_failures - 1).min(10);
+            let backoff = Duration::from_millis(10)
+                .saturating_mul(1 << doublings)
+                .min(Duration::from_secs(1));
+            model.accept_retry_at = Some(now + backoff);
         }
         Step::Recv { conn, outcome } => {
             let client = model.live(conn)?;
             model.ready_since[client] = None;
+            if model.shutdown_deadline.is_some() && !model.shut_down[client] {
+                return Err(format!(
+                    "{conn} read after the shutdown began, before its FIN: a shutdown stops reading"
+                ));
+            }
             match outcome {
                 Ok(0) => {
                     model.peer_closed += 1;
@@ -571,6 +649,9 @@ fn observe(
             check_close_reason(s, model, client, reason, now, idle_timeout)?;
             model.reasons[client] = Some(reason);
             model.slots[conn.index()] = None;
+            // A descriptor is free: accepting resumes without waiting out its back-off.
+            model.accept_backing_off = false;
+            model.accept_retry_at = None;
             model.ready_since[client] = None;
             model.closed += 1;
             let n = net.borrow();
@@ -719,17 +800,22 @@ fn check_closes(
     Ok(())
 }
 
-/// True if an operation on this connection can make progress or end it now.
+/// True if an operation on this connection can make progress or end it now. `capacity`
+/// is its buffer's (0: it holds none, and needs one that `can_lend`).
 fn serviceable(
     state: ConnState,
     pending: usize,
-    window: usize,
+    capacity: usize,
     can_lend: bool,
     pipe: &Pipe,
     eof_read: bool,
 ) -> bool {
     let peer_sent = !pipe.to_server.is_empty() || (pipe.client_eof && !eof_read) || pipe.reset;
-    let room = pending < window && (pending > 0 || can_lend);
+    let room = if capacity == 0 {
+        can_lend
+    } else {
+        pending < capacity
+    };
     let read = state.may_recv() && peer_sent && room;
     let write = state.may_send() && pending > 0 && (pipe.to_client.len() < WINDOW || pipe.reset);
     let shutdown = pending == 0 && matches!(state, ConnState::PeerClosed | ConnState::Draining);
@@ -741,7 +827,6 @@ fn check_service(
     model: &mut Model,
     driver: &SimDriver<'_>,
     net: &SharedNet,
-    window: usize,
     bounds: Bounds,
     now: Instant,
 ) -> Result<(), String> {
@@ -759,10 +844,14 @@ fn check_service(
         let pending = server
             .pending_output(conn)
             .map_err(|e| format!("{conn}: {e}"))?;
+        let capacity = server
+            .buffer_capacity(conn)
+            .map_err(|e| format!("{conn}: {e}"))?;
+        model.largest_buffer = model.largest_buffer.max(capacity);
         let ready = serviceable(
             state,
             pending,
-            window,
+            capacity,
             can_lend,
             &n.pipes[client],
             model.eof_read[client],
@@ -891,9 +980,12 @@ fn check_step(
                 "{conn} says {pending} bytes pending; it owes {owed} bytes of echo"
             ));
         }
-        if pending > buffer_size {
+        let capacity = server
+            .buffer_capacity(conn)
+            .map_err(|e| format!("{conn}: {e}"))?;
+        if pending > capacity || capacity > buffer_size {
             return Err(format!(
-                "{conn} buffers {pending} bytes, over its {buffer_size}"
+                "{conn} buffers {pending} bytes in a buffer of {capacity} (the largest is {buffer_size})"
             ));
         }
         buffered += pending as u64;

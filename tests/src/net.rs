@@ -282,6 +282,12 @@ impl Listener for SimListener {
             return Err(nb::Error::Other(ErrorKind::Interrupted));
         }
         if net.inject(net.faults.accept_error) {
+            if net.rng.chance(50) {
+                // ECONNABORTED: the client reset before it was accepted, and is gone.
+                let i = net.backlog.pop_front().expect("checked non-empty");
+                net.pipes[i].reset = true;
+                return Err(nb::Error::Other(ErrorKind::ConnectionAborted));
+            }
             // Like EMFILE: the connection stays in the backlog.
             return Err(nb::Error::Other(ErrorKind::Other));
         }

@@ -42,6 +42,10 @@ pub struct ServerPlan {
     pub edge_batches: bool,
     /// A plain echo ([`Mode::Echo`](nbecho_core::Mode::Echo)) instead of uppercase.
     pub identity: bool,
+    /// Large buffers for bulk transfers (0..=4; 0: none).
+    pub large_buffers: u8,
+    /// How many times larger than `buffer_size` they are (2..=8).
+    pub large_factor: u8,
     /// Start a graceful shutdown at this time (ms), mid-traffic, with a 2 s deadline.
     pub shutdown_at_ms: Option<u16>,
 }
@@ -51,7 +55,8 @@ pub struct ServerPlan {
 pub struct Faults {
     /// `accept` would-blocks although a connection is waiting.
     pub accept_would_block: u8,
-    /// `accept` fails as if out of file descriptors.
+    /// `accept` fails: as if out of file descriptors (the connection stays in the
+    /// backlog), or, half the time, with `ConnectionAborted` (the client reset first).
     pub accept_error: u8,
     /// A read would-blocks although data is there.
     pub read_would_block: u8,
@@ -109,6 +114,8 @@ impl Schedule {
             shutdown_at_ms: rng.chance(20).then(|| rng.range(0, 3000) as u16),
             edge_batches: false,
             identity: false,
+            large_buffers: 0,
+            large_factor: 2,
         };
         let mut faults = Faults {
             accept_would_block: small(&mut rng, 40),
@@ -142,6 +149,10 @@ impl Schedule {
         // Drawn last, so that every seed keeps the shape it had before these existed.
         server.edge_batches = server.readiness && rng.chance(60);
         server.identity = rng.chance(25);
+        if rng.chance(50) {
+            server.large_buffers = rng.range(1, 4) as u8;
+            server.large_factor = rng.range(2, 8) as u8;
+        }
         faults.interrupted = if rng.chance(50) {
             small(&mut rng, 20)
         } else {
@@ -170,6 +181,8 @@ impl Schedule {
             shutdown_at_ms: s.shutdown_at_ms.map(|t| clamp(t.into(), 0, 5000) as u16),
             edge_batches: s.readiness && s.edge_batches,
             identity: s.identity,
+            large_buffers: s.large_buffers.min(4),
+            large_factor: clamp(s.large_factor.into(), 2, 8) as u8,
         };
         let f = &self.faults;
         let rate = |r: u8| r.min(60);
@@ -247,6 +260,8 @@ pub mod strategy {
             proptest::option::weighted(0.2, 0..3000u16),
             any::<bool>(),
             proptest::bool::weighted(0.25),
+            prop_oneof![Just(0u8), 1..=4u8],
+            2..=8u8,
         )
             .prop_map(
                 |(
@@ -259,6 +274,8 @@ pub mod strategy {
                     shutdown_at_ms,
                     edge_batches,
                     identity,
+                    large_buffers,
+                    large_factor,
                 )| {
                     ServerPlan {
                         capacity,
@@ -270,6 +287,8 @@ pub mod strategy {
                         shutdown_at_ms,
                         edge_batches: readiness && edge_batches,
                         identity,
+                        large_buffers,
+                        large_factor,
                     }
                 },
             )

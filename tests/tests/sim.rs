@@ -24,6 +24,8 @@ fn a_plain_echo() {
             shutdown_at_ms: None,
             edge_batches: false,
             identity: false,
+            large_buffers: 0,
+            large_factor: 2,
         },
         faults: Faults::default(),
         clients: vec![ClientPlan {
@@ -41,17 +43,19 @@ fn a_plain_echo() {
 
 /// Runs `count` seeds from `from`; prints the totals.
 fn seeds(from: u64, count: u64) {
-    let (mut steps, mut bytes, mut faults, mut conns) = (0, 0, 0, 0);
+    let (mut steps, mut bytes, mut faults, mut conns, mut longest) = (0, 0, 0, 0, 0);
     for seed in from..from + count {
         let report = pass(&Schedule::from_seed(seed));
         steps += report.steps;
         bytes += report.bytes_checked;
         faults += report.faults;
         conns += report.accepted + report.refused;
+        longest = longest.max(report.longest_wait_ops);
     }
     println!(
         "{count} schedules (seeds {from}..{}): {steps} steps, {conns} connections, \
-         {bytes} echo bytes checked, {faults} faults injected, 0 bytes lost, duplicated or reordered",
+         {bytes} echo bytes checked, {faults} faults injected, 0 bytes lost, duplicated or \
+         reordered; the longest wait for service was {longest} operations",
         from + count
     );
 }
@@ -94,7 +98,52 @@ fn seed_345_late_listener_readiness_was_ignored() {
     let schedule = Schedule::from_seed(345);
     assert!(schedule.server.readiness);
     let report = pass(&schedule);
-    assert_eq!(report.accepted as usize, schedule.clients.len());
+    let served = report.accepted + report.refused + report.aborted;
+    assert_eq!(served as usize, schedule.clients.len());
+}
+
+/// Bulk senders get large buffers, a small talker a small one, within fixed memory.
+#[test]
+fn bulk_transfers_use_large_buffers() {
+    let bulk = ClientPlan {
+        connect_at_ms: 0,
+        bytes: 20_000,
+        write_chunk: 4096,
+        read_pause_ms: 0,
+        behaviour: Behaviour::HalfClose,
+    };
+    let schedule = Schedule {
+        seed: 3,
+        server: ServerPlan {
+            capacity: 4,
+            buffers: 4,
+            buffer_size: 256,
+            idle_timeout_ms: None,
+            visit_budget: 4,
+            readiness: true,
+            shutdown_at_ms: None,
+            edge_batches: true,
+            identity: false,
+            large_buffers: 2,
+            large_factor: 8,
+        },
+        faults: Faults::default(),
+        clients: vec![
+            bulk.clone(),
+            bulk.clone(),
+            bulk,
+            ClientPlan {
+                connect_at_ms: 0,
+                bytes: 100,
+                write_chunk: 10,
+                read_pause_ms: 0,
+                behaviour: Behaviour::HalfClose,
+            },
+        ],
+    };
+    let report = pass(&schedule);
+    assert_eq!(report.bytes_checked, 3 * 20_000 + 100);
+    assert_eq!(report.largest_buffer, 8 * 256);
 }
 
 /// The fairness case measured on real sockets: seven connections stream flat out (their
@@ -132,6 +181,8 @@ fn bulk_streams_do_not_starve_a_newcomer() {
                 shutdown_at_ms: None,
                 edge_batches,
                 identity: false,
+                large_buffers: 0,
+                large_factor: 2,
             },
             faults: Faults::default(),
             clients,
