@@ -23,6 +23,11 @@ pub enum Mode {
     Stream,
     /// Open the connections and hold them, silent (to measure idle cost).
     Idle,
+    /// Again and again: open a new connection, send one message, wait for its echo,
+    /// close; the latency is from `connect` to the last byte of the first echo (how long a
+    /// newcomer waits, for example while other connections stream). `conns` connections
+    /// do it side by side, each pausing 10 ms between tries.
+    Connect,
 }
 
 /// What `bench` runs with.
@@ -139,7 +144,101 @@ fn mode_name(mode: Mode) -> &'static str {
         Mode::PingPong => "pingpong",
         Mode::Stream => "stream",
         Mode::Idle => "idle",
+        Mode::Connect => "connect",
     }
+}
+
+/// Pause between two tries of one lane in [`Mode::Connect`].
+const CONNECT_PAUSE: Duration = Duration::from_millis(10);
+
+/// [`Mode::Connect`]: `conns` threads, each trying new connections until the end.
+fn run_connect(options: &Options) -> Result<Report, Error> {
+    let start = Instant::now();
+    let end = start + options.duration;
+    let cpu_start = options.server_pid.and_then(|pid| process_cpu(pid).ok());
+    let lanes: Vec<_> = (0..options.conns)
+        .map(|lane| {
+            let options = options.clone();
+            std::thread::spawn(move || connect_lane(&options, lane, end))
+        })
+        .collect();
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut tally = Tally::default();
+    for lane in lanes {
+        let (lane_tally, lane_histogram) = lane.join().expect("a bench lane panicked")?;
+        tally.messages += lane_tally.messages;
+        tally.bytes += lane_tally.bytes;
+        tally.errors += lane_tally.errors;
+        tally.mismatches += lane_tally.mismatches;
+        histogram.add(lane_histogram).expect("same bounds");
+    }
+    let elapsed = start.elapsed();
+    let server_cpu = match (options.server_pid, cpu_start) {
+        (Some(pid), Some(before)) => process_cpu(pid)
+            .ok()
+            .map(|after| after.saturating_sub(before)),
+        _ => None,
+    };
+    Ok(Report {
+        options: options.clone(),
+        elapsed,
+        messages: tally.messages,
+        bytes: tally.bytes,
+        errors: tally.errors,
+        mismatches: tally.mismatches,
+        latency_us: [
+            histogram.value_at_quantile(0.5),
+            histogram.value_at_quantile(0.99),
+            histogram.value_at_quantile(0.999),
+            histogram.max(),
+        ],
+        server_cpu,
+    })
+}
+
+/// One lane of [`Mode::Connect`]: blocking sockets, one connection at a time.
+fn connect_lane(
+    options: &Options,
+    lane: usize,
+    end: Instant,
+) -> Result<(Tally, Histogram<u64>), Error> {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut tally = Tally::default();
+    let size = options.size.max(1);
+    let message: Vec<u8> = (0..size as u64).map(|i| sent_byte(lane, i)).collect();
+    let mut reply = vec![0u8; size];
+    while Instant::now() < end {
+        let began = Instant::now();
+        let echoed = (|| -> io::Result<()> {
+            let mut stream = std::net::TcpStream::connect(options.connect)?;
+            stream.set_nodelay(true)?;
+            stream.set_read_timeout(Some(
+                end.saturating_duration_since(Instant::now())
+                    .max(Duration::from_secs(1)),
+            ))?;
+            stream.write_all(&message)?;
+            stream.read_exact(&mut reply)
+        })();
+        match echoed {
+            Ok(()) => {
+                let micros = began.elapsed().as_micros() as u64;
+                histogram.saturating_record(micros.max(1));
+                tally.messages += 1;
+                tally.bytes += size as u64;
+                tally.mismatches += reply
+                    .iter()
+                    .zip(&message)
+                    .filter(|(got, sent)| **got != sent.to_ascii_uppercase())
+                    .count() as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && tally.messages == 0 => {
+                return Err(Error::Connect(options.connect, e));
+            }
+            Err(_) => tally.errors += 1,
+        }
+        std::thread::sleep(CONNECT_PAUSE);
+    }
+    Ok((tally, histogram))
 }
 
 impl fmt::Display for Report {
@@ -223,6 +322,9 @@ pub fn process_cpu(pid: u32) -> io::Result<Duration> {
 
 /// Runs the load and returns what it measured.
 pub fn run(options: &Options) -> Result<Report, Error> {
+    if options.mode == Mode::Connect {
+        return run_connect(options);
+    }
     let mut poll = Poll::new().map_err(Error::Io)?;
     let mut conns = Vec::with_capacity(options.conns);
     for i in 0..options.conns {
@@ -258,7 +360,7 @@ pub fn run(options: &Options) -> Result<Report, Error> {
     let cpu_start = options.server_pid.and_then(|pid| process_cpu(pid).ok());
     for (i, c) in conns.iter_mut().enumerate() {
         match options.mode {
-            Mode::Idle => {}
+            Mode::Idle | Mode::Connect => {}
             Mode::Stream => c.send_limit = u64::MAX,
             Mode::PingPong => match per_conn_interval {
                 // Spread the first sends over one interval.

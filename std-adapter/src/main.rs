@@ -52,7 +52,8 @@ struct BenchArgs {
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     duration: f64,
     /// `pingpong`: one message in flight per connection; `stream`: send continuously;
-    /// `idle`: open the connections and hold them without traffic.
+    /// `idle`: open the connections and hold them without traffic; `connect`: open a new
+    /// connection for each message and time its first echo (every 10 ms per connection).
     #[arg(long, value_enum, default_value_t = BenchMode::Pingpong)]
     mode: BenchMode,
     /// Ping-pong at this many messages per second in total (latency is measured from when
@@ -72,6 +73,7 @@ enum BenchMode {
     Pingpong,
     Stream,
     Idle,
+    Connect,
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,6 +90,14 @@ struct ServeArgs {
     /// Buffers in the pool [default: --max-conns]; fewer means connections may wait for one.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     buffers: Option<u32>,
+    /// Bytes of a large buffer, lent instead to a connection whose last read filled its
+    /// buffer (bulk transfers: fewer, larger reads and writes); used only if larger than
+    /// --buffer-size.
+    #[arg(long, value_name = "BYTES", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(MIN_BLOCK as i64..=16 << 20))]
+    large_buffer_size: u32,
+    /// Large buffers in their pool [default: --max-conns / 16, at least 1]; 0 turns them off.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    large_buffers: Option<u32>,
     /// Seconds without progress before a connection is closed; 0 turns it off.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     idle_timeout: u64,
@@ -183,6 +193,8 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, String> {
         max_conns: args.max_conns as usize,
         buffer_size: args.buffer_size as usize,
         buffers: args.buffers.unwrap_or(args.max_conns) as usize,
+        large_buffer_size: args.large_buffer_size as usize,
+        large_buffers: args.large_buffers.unwrap_or((args.max_conns / 16).max(1)) as usize,
         idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         mode: match args.mode {
@@ -238,6 +250,7 @@ fn run_bench(args: BenchArgs) -> Result<ExitCode, String> {
             BenchMode::Pingpong => bench::Mode::PingPong,
             BenchMode::Stream => bench::Mode::Stream,
             BenchMode::Idle => bench::Mode::Idle,
+            BenchMode::Connect => bench::Mode::Connect,
         },
         rate: args.rate,
         server_pid: args.server_pid,

@@ -31,6 +31,11 @@ pub struct Options {
     pub buffer_size: usize,
     /// Buffers in the pool, lent to connections that hold data.
     pub buffers: usize,
+    /// Bytes per large buffer, lent to connections that move data in bulk (used only if
+    /// larger than `buffer_size`).
+    pub large_buffer_size: usize,
+    /// Large buffers in their pool; 0: none.
+    pub large_buffers: usize,
     /// Close connections idle this long; `None`: never.
     pub idle_timeout: Option<StdDuration>,
     /// How long a graceful shutdown may take before connections are forced closed.
@@ -140,13 +145,13 @@ pub fn run(
     stop: &AtomicBool,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<Outcome, Error> {
-    options
+    let memory = options
         .buffers
-        .checked_mul(options.buffer_size)
-        .filter(|&n| n <= MAX_BUFFER_MEMORY)
-        .ok_or(Error::TooMuchMemory(
-            options.buffers.saturating_mul(options.buffer_size),
-        ))?;
+        .saturating_mul(options.buffer_size)
+        .saturating_add(large_arena_len(options));
+    if memory > MAX_BUFFER_MEMORY {
+        return Err(Error::TooMuchMemory(memory));
+    }
     let threads = options.threads.max(1);
     if options.max_conns < threads || options.buffers < threads {
         return Err(Error::TooManyThreads(threads));
@@ -164,6 +169,8 @@ pub fn run(
         max_conns = options.max_conns,
         buffer_size = options.buffer_size,
         buffers = options.buffers,
+        large_buffer_size = options.large_buffer_size,
+        large_buffers = large_arena_len(options) / options.large_buffer_size.max(1),
         mode = ?options.mode,
         driver = ?options.driver,
         threads,
@@ -183,6 +190,7 @@ pub fn run(
                 let options = Options {
                     max_conns: share(options.max_conns, i),
                     buffers: share(options.buffers, i),
+                    large_buffers: share(options.large_buffers, i),
                     ..options.clone()
                 };
                 std::thread::Builder::new()
@@ -340,12 +348,18 @@ fn serve<I: Io>(
     // zeroed pages, which cost nothing until a buffer is first lent.
     let mut slots = vec![Slot::EMPTY; options.max_conns];
     let mut arena = vec![0u8; arena_len];
+    let mut large_arena = vec![0u8; large_arena_len(options)];
     let mut streams: Vec<Option<NetStream<<I::Raw as Accept>::Socket>>> =
         std::iter::repeat_with(|| None)
             .take(options.max_conns)
             .collect();
-    let storage =
+    let mut storage =
         Storage::new(&mut slots, &mut arena, options.buffer_size).map_err(Error::Storage)?;
+    if !large_arena.is_empty() {
+        storage = storage
+            .with_large_buffers(&mut large_arena, options.large_buffer_size)
+            .map_err(Error::Storage)?;
+    }
     let mut config = Config::default();
     config.scheduling = I::SCHEDULING;
     config.idle_timeout = options
@@ -361,6 +375,12 @@ fn serve<I: Io>(
     let clock = Clock::new();
     let mut refusals = Throttle::default();
     let mut accept_errors = Throttle::default();
+    // The clock is read once per wake-up, not once per operation (reading it costs more
+    // than a step of the core): after each wait, and every CLOCK_EVERY steps so that a
+    // server that never waits still sees time pass. Deadlines set from a `now` a few
+    // steps old come that much earlier, which is negligible.
+    let mut now = clock.now();
+    let mut steps_since_clock = 0;
     loop {
         if stop.load(Ordering::Relaxed) && !driver.server().is_shutting_down() {
             let deadline = clock.now() + Duration::from_micros(micros(options.shutdown_timeout));
@@ -371,9 +391,18 @@ fn serve<I: Io>(
             );
             driver.server_mut().begin_shutdown(deadline);
         }
-        match driver.step(clock.now()) {
+        steps_since_clock += 1;
+        if steps_since_clock >= CLOCK_EVERY {
+            now = clock.now();
+            steps_since_clock = 0;
+        }
+        match driver.step(now) {
             Step::Recv { .. } | Step::Send { .. } | Step::AcceptWouldBlock => {}
-            Step::Wait(until) => io.wait(driver.server_mut(), &clock, until),
+            Step::Wait(until) => {
+                io.wait(driver.server_mut(), &clock, until);
+                now = clock.now();
+                steps_since_clock = 0;
+            }
             Step::Finished => break,
             Step::Accepted(conn) => {
                 if let Some(stream) = driver.stream_mut(conn) {
@@ -414,6 +443,20 @@ fn serve<I: Io>(
     info!(%stats, "stopped");
     Ok(Outcome { stats })
 }
+
+/// Bytes of large buffers: none unless they are larger than the small ones.
+fn large_arena_len(options: &Options) -> usize {
+    if options.large_buffer_size > options.buffer_size {
+        options
+            .large_buffers
+            .saturating_mul(options.large_buffer_size)
+    } else {
+        0
+    }
+}
+
+/// Steps between two clock reads while the server does not wait.
+const CLOCK_EVERY: u32 = 64;
 
 fn micros(d: StdDuration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)

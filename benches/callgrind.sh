@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# User-space instructions per echoed message, counted by valgrind's callgrind (stable to
+# about 1% where times on a shared VM swing by 15% or more), for nbecho's drivers and the
+# hand-written mio peer, on the same workload in the same run.
+#
+#   benches/callgrind.sh                  # 1 conn x 64 B and 16 conns x 1 KiB, 5 s each
+#   DURATION=10 SCENARIOS="1 64" benches/callgrind.sh
+#
+# For each server and scenario: run the server under callgrind, drive it with
+# `nbecho bench` (ping-pong, every byte verified) for DURATION seconds, stop it, and read
+# its total instruction count; then the same with a single one-byte message (start-up,
+# accept and shutdown). Instructions per message = (total - start-up) / (messages - 1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-5}
+SCENARIOS=${SCENARIOS:-"1 64;16 1024"}
+SERVERS=${SERVERS:-"epoll poll mio"}
+command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+cargo build --release -q -p nbecho-std -p nbecho-bench
+BIN=target/release
+OUT=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
+PORT=9400
+
+# Runs server $1 under callgrind while "$2..." drives it; prints its instruction count.
+measure() {
+    local server=$1 addr=127.0.0.1:$((++PORT))
+    shift
+    local file=$OUT/callgrind.$server.$PORT
+    case $server in
+        poll|epoll) valgrind --tool=callgrind --callgrind-out-file="$file" \
+                        "$BIN/nbecho" serve -q --listen "$addr" --driver "$server" \
+                        --idle-timeout 0 --shutdown-timeout 1 >/dev/null 2>&1 & ;;
+        mio) valgrind --tool=callgrind --callgrind-out-file="$file" \
+                        "$BIN/mio-echo" "$addr" >/dev/null 2>&1 & ;;
+    esac
+    local pid=$!
+    for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done
+    "$@" "$addr"
+    sleep 0.5
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    awk '/^summary:/ {print $2}' "$file"
+}
+one_message() { printf 'x' | "$BIN/nbecho" client --connect "$1" >/dev/null; }
+
+printf '| server | scenario | messages | instructions | start-up | instructions per message |\n'
+printf '|---|---|---|---|---|---|\n'
+IFS=';' read -ra scenarios <<<"$SCENARIOS"
+for scenario in "${scenarios[@]}"; do
+    read -r conns size <<<"$scenario"
+    for server in $SERVERS; do
+        json=$OUT/bench.json
+        run() { "$BIN/nbecho" bench --json --conns "$conns" --size "$size" --mode pingpong \
+                    --duration "$DURATION" --connect "$1" > "$json"; }
+        total=$(measure "$server" run)
+        messages=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["messages"])' "$json")
+        startup=$(measure "$server" one_message)
+        per=$(python3 -c "print(f'{($total - $startup) / max($messages - 1, 1):.0f}')")
+        printf '| %s | %s conns x %s B | %s | %s | %s | %s |\n' \
+            "$server" "$conns" "$size" "$messages" "$total" "$startup" "$per"
+    done
+done
