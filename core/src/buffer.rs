@@ -110,11 +110,13 @@ impl<'a> Pool<'a> {
     }
 
     /// True if [`alloc`](Self::alloc) would lend a block.
+    #[inline]
     pub(crate) fn can_lend(&self) -> bool {
         self.free != NIL || self.fresh < self.blocks
     }
 
     /// Lends a block, or `None` when all are lent.
+    #[inline]
     pub(crate) fn alloc(&mut self) -> Option<u32> {
         let block = if self.free != NIL {
             let block = self.free;
@@ -140,6 +142,7 @@ impl<'a> Pool<'a> {
     }
 
     /// Takes a block back.
+    #[inline]
     pub(crate) fn release(&mut self, block: u32) {
         debug_assert!(block < self.blocks);
         let link = self.range(block, 0, 4);
@@ -149,15 +152,18 @@ impl<'a> Pool<'a> {
     }
 
     /// The arena range of `len` bytes at `offset` inside `block`.
+    #[inline]
     pub(crate) fn range(&self, block: u32, offset: u32, len: u32) -> core::ops::Range<usize> {
         let start = block as usize * self.block_size as usize + offset as usize;
         start..start + len as usize
     }
 
+    #[inline]
     pub(crate) fn bytes(&self, range: core::ops::Range<usize>) -> &[u8] {
         &self.arena[range]
     }
 
+    #[inline]
     pub(crate) fn bytes_mut(&mut self, range: core::ops::Range<usize>) -> &mut [u8] {
         &mut self.arena[range]
     }
@@ -203,21 +209,31 @@ impl<'a> Buffers<'a> {
         })
     }
 
+    #[inline]
     pub(crate) fn small_size(&self) -> u32 {
         self.small.block_size
     }
 
+    #[inline]
     pub(crate) fn large_size(&self) -> Option<u32> {
         self.large.as_ref().map(|p| p.block_size)
     }
 
     /// Blocks of both classes, and how many are lent.
+    #[inline]
     pub(crate) fn counts(&self) -> (u32, u32) {
         let (blocks, in_use) = self.large.as_ref().map_or((0, 0), |p| (p.blocks, p.in_use));
         (self.small.blocks + blocks, self.small.in_use + in_use)
     }
 
+    /// True if `block` is of the large class.
+    #[inline]
+    pub(crate) fn is_large(&self, block: u32) -> bool {
+        self.large.is_some() && block & LARGE != 0
+    }
+
     /// Bytes in block `block`.
+    #[inline]
     pub(crate) fn capacity(&self, block: u32) -> u32 {
         match &self.large {
             Some(large) if block & LARGE != 0 => large.block_size,
@@ -226,12 +242,14 @@ impl<'a> Buffers<'a> {
     }
 
     /// True if [`alloc`](Self::alloc) would lend a block of some class.
+    #[inline]
     pub(crate) fn can_lend(&self) -> bool {
         self.small.can_lend() || self.large.as_ref().is_some_and(Pool::can_lend)
     }
 
     /// Lends a block: a large one if `large` is preferred and one is free, else a small
     /// one, else whatever is free.
+    #[inline]
     pub(crate) fn alloc(&mut self, large: bool) -> Option<u32> {
         let take_large =
             |pool: &mut Option<Pool<'a>>| pool.as_mut().and_then(Pool::alloc).map(|b| b | LARGE);
@@ -243,6 +261,7 @@ impl<'a> Buffers<'a> {
     }
 
     /// Takes a block back.
+    #[inline]
     pub(crate) fn release(&mut self, block: u32) {
         match &mut self.large {
             Some(large) if block & LARGE != 0 => large.release(block & !LARGE),
@@ -251,6 +270,7 @@ impl<'a> Buffers<'a> {
     }
 
     /// The range of `len` bytes at `offset` inside `block`.
+    #[inline]
     pub(crate) fn range(&self, block: u32, offset: u32, len: u32) -> core::ops::Range<usize> {
         match &self.large {
             Some(large) if block & LARGE != 0 => {
@@ -262,6 +282,7 @@ impl<'a> Buffers<'a> {
         }
     }
 
+    #[inline]
     pub(crate) fn bytes(&self, range: core::ops::Range<usize>) -> &[u8] {
         let base = self.small.arena.len();
         match &self.large {
@@ -270,6 +291,7 @@ impl<'a> Buffers<'a> {
         }
     }
 
+    #[inline]
     pub(crate) fn bytes_mut(&mut self, range: core::ops::Range<usize>) -> &mut [u8] {
         let base = self.small.arena.len();
         match &mut self.large {

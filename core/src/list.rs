@@ -38,16 +38,19 @@ impl List {
     };
 
     /// The first index, if any.
+    #[inline]
     pub(crate) fn front(&self) -> Option<u32> {
         (self.head != NIL).then_some(self.head)
     }
 
     /// True if `idx` is on this list.
+    #[inline]
     pub(crate) fn contains(&self, slots: &mut [Slot], links: Select, idx: u32) -> bool {
         self.head == idx || links(&mut slots[idx as usize]).prev != NIL
     }
 
     /// Appends `idx`, which must not be on the list.
+    #[inline]
     pub(crate) fn push_back(&mut self, slots: &mut [Slot], links: Select, idx: u32) {
         *links(&mut slots[idx as usize]) = Links {
             prev: self.tail,
@@ -61,6 +64,7 @@ impl List {
     }
 
     /// Takes the first index off the list.
+    #[inline]
     pub(crate) fn pop_front(&mut self, slots: &mut [Slot], links: Select) -> Option<u32> {
         let idx = self.front()?;
         self.remove(slots, links, idx);
@@ -68,6 +72,7 @@ impl List {
     }
 
     /// Takes `idx`, which must be on the list, off it.
+    #[inline]
     pub(crate) fn remove(&mut self, slots: &mut [Slot], links: Select, idx: u32) {
         let Links { prev, next } =
             core::mem::replace(links(&mut slots[idx as usize]), Links::UNLINKED);
@@ -82,6 +87,7 @@ impl List {
     }
 
     /// Moves `idx`, which must be on the list, to its end.
+    #[inline]
     pub(crate) fn move_to_back(&mut self, slots: &mut [Slot], links: Select, idx: u32) {
         if self.tail != idx {
             self.remove(slots, links, idx);

@@ -593,6 +593,18 @@ impl<'a, T: Transform> Server<'a, T> {
         )
     }
 
+    /// A connection whose output is all sent keeps its (empty) buffer for the read that
+    /// usually follows, rather than give it back and take one again at once: while it may
+    /// read, nobody waits for a buffer, and the buffer is of the size it now wants. It
+    /// gives it back when a read finds nothing (an idle connection holds no buffer).
+    fn keeps_empty_buffer(&self, idx: u32) -> bool {
+        let slot = &self.slots[idx as usize];
+        slot.readable
+            && slot.state.is_some_and(ConnState::may_recv)
+            && self.buffer_waiters.front().is_none()
+            && self.pool.is_large(slot.block) == (slot.bulk && self.pool.large_size().is_some())
+    }
+
     /// Takes a buffer back: it goes to the first connection waiting for one, if any, and
     /// to the pool otherwise.
     fn release_block(&mut self, block: u32) {
@@ -864,7 +876,8 @@ impl<'a, T: Transform> Server<'a, T> {
                 } else {
                     (slot.head + n as u32) % block_size
                 };
-                if slot.len == 0 {
+                if slot.len == 0 && !self.keeps_empty_buffer(idx) {
+                    let slot = &mut self.slots[idx as usize];
                     let block = slot.block;
                     slot.block = NIL;
                     self.release_block(block);
