@@ -55,6 +55,12 @@
 //!   becomes ready is served within two passes, however busy the others are.
 //! - A connection that can get no buffer waits in line: a released buffer goes to the
 //!   connection that has waited longest.
+//! - Buffers follow the load ([`Storage::with_large_buffers`]): a connection gets a large
+//!   buffer when its last read filled its buffer (bulk), a small one otherwise; either way
+//!   it gives it back once it holds no data and a read finds nothing.
+//! - Cost per operation does not grow with the number of connections: the run queue, the
+//!   idle timers (a list ordered by last progress) and the line for buffers are intrusive
+//!   lists through the slots, O(1) per operation.
 //!
 //! # Example
 //!

@@ -397,10 +397,10 @@ fn connections_wait_for_a_buffer_when_all_are_lent() {
     assert_eq!(s.buffers(), (1, 1));
 }
 
-#[test]
-fn buffers_follow_the_load_small_for_messages_large_for_bulk() {
+/// Two connections, `small` buffers of 16 bytes and one large buffer of 64.
+fn two_sizes(small: usize) -> Server<'static, Uppercase> {
     let slots = Box::leak(vec![Slot::EMPTY; 2].into_boxed_slice());
-    let small = Box::leak(vec![0u8; 2 * 16].into_boxed_slice());
+    let small = Box::leak(vec![0u8; small * 16].into_boxed_slice());
     let large = Box::leak(vec![0u8; 64].into_boxed_slice());
     let storage = Storage::new(slots, small, 16)
         .unwrap()
@@ -410,7 +410,12 @@ fn buffers_follow_the_load_small_for_messages_large_for_bulk() {
         accepts_per_pass: 1,
         ..Config::default()
     };
-    let mut s = Server::new(config, storage, Uppercase);
+    Server::new(config, storage, Uppercase)
+}
+
+#[test]
+fn buffers_follow_the_load_small_for_messages_large_for_bulk() {
+    let mut s = two_sizes(2);
     assert_eq!((s.buffer_size(), s.large_buffer_size()), (16, Some(64)));
     assert_eq!(s.buffers(), (3, 0));
     let c = accept(&mut s, T0);
@@ -438,18 +443,7 @@ fn buffers_follow_the_load_small_for_messages_large_for_bulk() {
 
 #[test]
 fn a_bulk_connection_takes_a_small_buffer_when_no_large_one_is_free() {
-    let slots = Box::leak(vec![Slot::EMPTY; 2].into_boxed_slice());
-    let small = Box::leak(vec![0u8; 16].into_boxed_slice());
-    let large = Box::leak(vec![0u8; 64].into_boxed_slice());
-    let storage = Storage::new(slots, small, 16)
-        .unwrap()
-        .with_large_buffers(large, 64)
-        .unwrap();
-    let config = Config {
-        accepts_per_pass: 1,
-        ..Config::default()
-    };
-    let mut s = Server::new(config, storage, Uppercase);
+    let mut s = two_sizes(1);
     let [a, b] = connect(&mut s, T0, 2)[..] else {
         unreachable!()
     };
@@ -1002,16 +996,22 @@ fn readiness_mode_keeps_unfinished_work_queued() {
     );
 }
 
-/// Found by the simulation (seed 16): in readiness mode a readable connection that could
-/// get no buffer was requeued forever, and `poll` never returned.
-#[test]
-fn readiness_mode_waits_for_a_buffer_instead_of_spinning() {
+/// Readiness scheduling, two connections, one 16-byte buffer, the listener ready.
+fn readiness_with_one_buffer() -> Server<'static, Uppercase> {
     let config = Config {
         scheduling: Scheduling::Readiness,
         ..Config::default()
     };
     let mut s = server(2, 1, 16, config);
     s.on_listener_ready();
+    s
+}
+
+/// Found by the simulation (seed 16): in readiness mode a readable connection that could
+/// get no buffer was requeued forever, and `poll` never returned.
+#[test]
+fn readiness_mode_waits_for_a_buffer_instead_of_spinning() {
+    let mut s = readiness_with_one_buffer();
     let a = accept(&mut s, T0);
     recv(&mut s, T0, a, b"aaa");
     send_outcome(&mut s, T0, a, nb::Error::WouldBlock);
@@ -1034,12 +1034,7 @@ fn readiness_mode_waits_for_a_buffer_instead_of_spinning() {
 /// buffer was lent was forgotten, and the connection waited until its idle timeout.
 #[test]
 fn readiness_reported_while_no_buffer_is_free_is_not_forgotten() {
-    let config = Config {
-        scheduling: Scheduling::Readiness,
-        ..Config::default()
-    };
-    let mut s = server(2, 1, 16, config);
-    s.on_listener_ready();
+    let mut s = readiness_with_one_buffer();
     let a = accept(&mut s, T0);
     recv_outcome(&mut s, T0, a, nb::Error::WouldBlock);
     assert_eq!(wait(&mut s, T0), Some(T0));

@@ -148,6 +148,22 @@ fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
+/// The server's CPU time since `before`, if its pid was given and readable.
+fn cpu_since(pid: Option<u32>, before: Option<Duration>) -> Option<Duration> {
+    let after = process_cpu(pid?).ok()?;
+    Some(after.saturating_sub(before?))
+}
+
+/// p50, p99, p99.9 and max.
+fn percentiles(histogram: &Histogram<u64>) -> [u64; 4] {
+    [
+        histogram.value_at_quantile(0.5),
+        histogram.value_at_quantile(0.99),
+        histogram.value_at_quantile(0.999),
+        histogram.max(),
+    ]
+}
+
 /// Pause between two tries of one lane in [`Mode::Connect`].
 const CONNECT_PAUSE: Duration = Duration::from_millis(10);
 
@@ -173,12 +189,7 @@ fn run_connect(options: &Options) -> Result<Report, Error> {
         histogram.add(lane_histogram).expect("same bounds");
     }
     let elapsed = start.elapsed();
-    let server_cpu = match (options.server_pid, cpu_start) {
-        (Some(pid), Some(before)) => process_cpu(pid)
-            .ok()
-            .map(|after| after.saturating_sub(before)),
-        _ => None,
-    };
+    let server_cpu = cpu_since(options.server_pid, cpu_start);
     Ok(Report {
         options: options.clone(),
         elapsed,
@@ -186,12 +197,7 @@ fn run_connect(options: &Options) -> Result<Report, Error> {
         bytes: tally.bytes,
         errors: tally.errors,
         mismatches: tally.mismatches,
-        latency_us: [
-            histogram.value_at_quantile(0.5),
-            histogram.value_at_quantile(0.99),
-            histogram.value_at_quantile(0.999),
-            histogram.max(),
-        ],
+        latency_us: percentiles(&histogram),
         server_cpu,
     })
 }
@@ -443,12 +449,7 @@ pub fn run(options: &Options) -> Result<Report, Error> {
         }
     }
     let elapsed = start.elapsed();
-    let server_cpu = match (options.server_pid, cpu_start) {
-        (Some(pid), Some(before)) => process_cpu(pid)
-            .ok()
-            .map(|after| after.saturating_sub(before)),
-        _ => None,
-    };
+    let server_cpu = cpu_since(options.server_pid, cpu_start);
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
@@ -461,12 +462,7 @@ pub fn run(options: &Options) -> Result<Report, Error> {
             }
         }
     }
-    let latency_us = [
-        histogram.value_at_quantile(0.5),
-        histogram.value_at_quantile(0.99),
-        histogram.value_at_quantile(0.999),
-        histogram.max(),
-    ];
+    let latency_us = percentiles(&histogram);
     let Tally {
         messages,
         bytes,
