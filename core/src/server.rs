@@ -669,9 +669,15 @@ impl<'a, T: Transform> Server<'a, T> {
     /// it goes to the end of the timer list.
     fn progressed(&mut self, idx: u32, now: Instant) {
         if let Some(timeout) = self.config.idle_timeout {
-            self.slots[idx as usize].deadline = now + timeout;
-            if self.timers.contains(self.slots, timer_links, idx) {
-                self.timers.move_to_back(self.slots, timer_links, idx);
+            let deadline = now + timeout;
+            let slot = &mut self.slots[idx as usize];
+            // Drivers read the clock once per wake-up: most operations find the deadline
+            // already where it goes, and among equal deadlines order does not matter.
+            if slot.deadline != deadline {
+                slot.deadline = deadline;
+                if self.timers.contains(self.slots, timer_links, idx) {
+                    self.timers.move_to_back(self.slots, timer_links, idx);
+                }
             }
         }
     }
