@@ -10,6 +10,7 @@
 // A std crate by definition: the workspace's `core`-over-`std` lint is for no_std code.
 #![allow(clippy::std_instead_of_core)]
 
+pub mod args;
 pub mod bench;
 pub mod client;
 pub mod clock;

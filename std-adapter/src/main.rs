@@ -3,7 +3,7 @@
 #![allow(clippy::std_instead_of_core)]
 
 use std::io::IsTerminal;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -11,11 +11,20 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use nbecho_core::{Mode, MIN_BLOCK};
+use nbecho_std::args::{parse_addr, parse_duration, parse_positive_duration, parse_size_in};
 use nbecho_std::{bench, client, serve};
 
-/// A non-blocking uppercase echo server, and its client.
+/// The textbook non-blocking echo server, done right: it echoes what it reads, uppercased
+/// (ASCII, like Python's bytes.upper()), over non-blocking sockets driven by a sans-IO core.
 #[derive(Debug, Parser)]
-#[command(name = "nbecho", version, about, propagate_version = true)]
+#[command(
+    name = "nbecho",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = EXIT_CODES
+)]
 struct Cli {
     /// More log output (-v debug: one line per connection event; -vv trace).
     #[arg(short, long, action = ArgAction::Count, global = true)]
@@ -23,42 +32,72 @@ struct Cli {
     /// Less log output (-q warnings only; -qq errors only). RUST_LOG overrides both.
     #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
     quiet: u8,
+    /// Colored log output: `auto` (on a terminal, unless NO_COLOR is set), `always`, `never`.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorArg::Auto, global = true)]
+    color: ColorArg,
     #[command(subcommand)]
     command: Command,
 }
 
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (serve: a graceful stop with every connection finished)
+  1  failure: cannot listen or connect, a bench that saw errors or wrong bytes, a stop
+     that force-closed connections at its deadline
+  2  bad command line";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the echo server. SIGINT/SIGTERM drain it gracefully; a second one exits at once.
+    #[command(after_help = "\
+Examples:
+  nbecho serve                          on 127.0.0.1:8088
+  nbecho serve -l 9000 --driver epoll   on 127.0.0.1:9000, epoll readiness
+  nbecho serve -l 0.0.0.0:8088 -n 10000 --idle-timeout 30s
+  NBECHO_THREADS=2 nbecho serve")]
     Serve(ServeArgs),
     /// Connect to a server: prompts on a terminal, streams stdin to stdout otherwise.
+    #[command(after_help = "\
+Examples:
+  nbecho client                         to 127.0.0.1:8088, prompting msg>>:
+  nbecho client :9000
+  printf 'hello\\n' | nbecho client localhost:8088")]
     Client(ClientArgs),
     /// Load a server and verify every reply byte; print msgs/s, MB/s and latency.
+    #[command(after_help = "\
+Examples:
+  nbecho bench -c 64 -s 1K -d 10        64 connections, 1 KiB messages, 10 s
+  nbecho bench --mode stream -s 64K     throughput
+  nbecho bench --rate 5000 -c 50        fixed rate; latency from each message's due time
+  nbecho bench --server-pid $(pidof nbecho) --json")]
     Bench(BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:8088", value_parser = parse_addr)]
-    connect: SocketAddr,
+    /// Server address: PORT, :PORT or HOST:PORT.
+    #[arg(value_name = "ADDR", value_parser = parse_addr, conflicts_with = "connect")]
+    addr: Option<SocketAddr>,
+    /// Server address (the same as ADDR).
+    #[arg(long, value_name = "ADDR", env = "NBECHO_CONNECT", value_parser = parse_addr)]
+    connect: Option<SocketAddr>,
     /// Concurrent connections.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(short, long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     conns: u32,
-    /// Bytes per message (sent lowercase, expected back uppercase).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=64 << 20))]
-    size: u32,
-    /// Seconds to run.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    duration: f64,
+    /// Bytes per message (sent lowercase, expected back uppercase): 64, 1K, 64K, ...
+    #[arg(short, long, value_name = "BYTES", default_value = "64", value_parser = message_size)]
+    size: u64,
+    /// How long to run: 10, 0.5, 90s, 2m, ...
+    #[arg(short, long, value_name = "DURATION", default_value = "10", value_parser = parse_positive_duration)]
+    duration: Duration,
     /// `pingpong`: one message in flight per connection; `stream`: send continuously;
     /// `idle`: open the connections and hold them without traffic; `connect`: open a new
     /// connection for each message and time its first echo (every 10 ms per connection).
-    #[arg(long, value_enum, default_value_t = BenchMode::Pingpong)]
+    #[arg(short, long, value_enum, default_value_t = BenchMode::Pingpong)]
     mode: BenchMode,
     /// Ping-pong at this many messages per second in total (latency is measured from when
     /// each message was due).
-    #[arg(long, value_name = "MSGS_PER_S")]
+    #[arg(short, long, value_name = "MSGS_PER_S", value_parser = positive_rate)]
     rate: Option<f64>,
     /// Add the server's CPU time per message, read from /proc/PID/stat.
     #[arg(long, value_name = "PID")]
@@ -78,53 +117,57 @@ enum BenchMode {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port; the real address is logged).
-    #[arg(long, default_value = "127.0.0.1:8088", value_parser = parse_addr)]
+    /// Address to listen on: PORT, :PORT (both on 127.0.0.1) or HOST:PORT; port 0 picks a
+    /// free port (the real address is logged).
+    #[arg(short, long, value_name = "ADDR", env = "NBECHO_LISTEN", default_value = "127.0.0.1:8088", value_parser = parse_addr)]
     listen: SocketAddr,
     /// Connections held at once; more are accepted and closed at once (refused).
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    #[arg(short = 'n', long, value_name = "N", env = "NBECHO_MAX_CONNS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     max_conns: u32,
-    /// Bytes of buffer per connection, lent while it holds data (16 B to 16 MiB).
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(MIN_BLOCK as i64..=16 << 20))]
-    buffer_size: u32,
+    /// Bytes of buffer per connection, lent while it holds data (16 B to 16 MiB): 4096, 4K, ...
+    #[arg(short, long, value_name = "BYTES", default_value = "4K", value_parser = buffer_size)]
+    buffer_size: u64,
     /// Buffers in the pool [default: --max-conns]; fewer means connections may wait for one.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     buffers: Option<u32>,
     /// Bytes of a large buffer, lent instead to a connection whose last read filled its
     /// buffer (bulk transfers: fewer, larger reads and writes); used only if larger than
     /// --buffer-size.
-    #[arg(long, value_name = "BYTES", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(MIN_BLOCK as i64..=16 << 20))]
-    large_buffer_size: u32,
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = buffer_size)]
+    large_buffer_size: u64,
     /// Large buffers in their pool [default: --max-conns / 16, at least 1]; 0 turns them off.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     large_buffers: Option<u32>,
-    /// Seconds without progress before a connection is closed; 0 turns it off.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    idle_timeout: u64,
-    /// Seconds a graceful shutdown may take before connections are forced closed (exit 1).
-    #[arg(long, value_name = "SECS", default_value_t = 5)]
-    shutdown_timeout: u64,
+    /// Close connections that make no progress this long (0 turns it off): 300, 1.5, 90s, 5m, ...
+    #[arg(short, long, value_name = "DURATION", env = "NBECHO_IDLE_TIMEOUT", default_value = "300", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// How long a graceful shutdown may take before connections are forced closed (exit 1).
+    #[arg(long, value_name = "DURATION", default_value = "5", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
     /// How connections are driven: `poll` tries every connection each pass (the textbook
     /// model), sleeping with a growing back-off while nothing happens; `epoll` tries only
     /// connections that epoll reports ready, and blocks while nothing is.
-    #[arg(long, value_enum, default_value_t = DriverArg::Poll)]
+    #[arg(short, long, value_enum, env = "NBECHO_DRIVER", default_value_t = DriverArg::Poll)]
     driver: DriverArg,
     /// Independent servers, one per thread, sharing the port with SO_REUSEPORT; --max-conns
     /// and --buffers are split between them.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(short, long, value_name = "N", env = "NBECHO_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     threads: u32,
     /// `upper` echoes ASCII letters uppercased (like Python's bytes.upper()); `echo` as is.
-    #[arg(long, value_enum, default_value_t = ModeArg::Upper)]
+    #[arg(short, long, value_enum, env = "NBECHO_MODE", default_value_t = ModeArg::Upper)]
     mode: ModeArg,
 }
 
 #[derive(Debug, clap::Args)]
 struct ClientArgs {
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:8088", value_parser = parse_addr)]
-    connect: SocketAddr,
+    /// Server address: PORT, :PORT or HOST:PORT [default: 127.0.0.1:8088].
+    #[arg(value_name = "ADDR", value_parser = parse_addr, conflicts_with = "connect")]
+    addr: Option<SocketAddr>,
+    /// Server address (the same as ADDR).
+    #[arg(long, value_name = "ADDR", env = "NBECHO_CONNECT", value_parser = parse_addr)]
+    connect: Option<SocketAddr>,
     /// Prompt for messages even when stdin is not a terminal.
-    #[arg(long)]
+    #[arg(short, long)]
     interactive: bool,
 }
 
@@ -140,15 +183,64 @@ enum ModeArg {
     Echo,
 }
 
-/// `host:port`, resolved (so `localhost:8088` works); the first address is used.
-fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.to_socket_addrs()
-        .map_err(|e| format!("not an address (HOST:PORT): {e}"))?
-        .next()
-        .ok_or_else(|| format!("{s} resolves to no address"))
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ColorArg {
+    Auto,
+    Always,
+    Never,
 }
 
-fn init_logging(verbose: u8, quiet: u8) {
+/// Where `client` and `bench` connect without an address.
+const DEFAULT_SERVER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8088);
+
+fn buffer_size(s: &str) -> Result<u64, String> {
+    parse_size_in(s, MIN_BLOCK as u64, 16 << 20)
+}
+
+fn message_size(s: &str) -> Result<u64, String> {
+    parse_size_in(s, 1, 64 << 20)
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s} is not a positive number of messages per second"
+        )),
+    }
+}
+
+/// The log filter: RUST_LOG if it is set and valid, else the level of -v/-q; a warning
+/// says when RUST_LOG was not usable.
+fn log_filter(level: &str) -> (tracing_subscriber::EnvFilter, Option<String>) {
+    let fallback = || tracing_subscriber::EnvFilter::new(level);
+    let Some(value) = std::env::var_os("RUST_LOG") else {
+        return (fallback(), None);
+    };
+    let value = value.to_string_lossy().into_owned();
+    // A directive is a level, `target`, or `target=level`; the filter parser takes almost
+    // anything as a target name, which would silently filter everything out.
+    let plausible = |d: &str| {
+        let target = d.split('=').next().unwrap_or_default();
+        !target.is_empty()
+            && target
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-'))
+    };
+    let valid = !value.trim().is_empty() && value.split(',').all(|d| plausible(d.trim()));
+    match tracing_subscriber::EnvFilter::builder().parse(&value) {
+        Ok(filter) if valid => (filter, None),
+        _ => (
+            fallback(),
+            Some(format!(
+                "RUST_LOG={value:?} is not a valid filter (for example info, or nbecho_std=debug); using {level}"
+            )),
+        ),
+    }
+}
+
+fn init_logging(verbose: u8, quiet: u8, color: ColorArg) {
     let level = match (verbose, quiet) {
         (0, 0) => "info",
         (1, _) => "debug",
@@ -156,18 +248,26 @@ fn init_logging(verbose: u8, quiet: u8) {
         (_, 1) => "warn",
         _ => "error",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let (filter, warning) = log_filter(level);
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let ansi = match color {
+        ColorArg::Always => true,
+        ColorArg::Never => false,
+        ColorArg::Auto => !no_color && std::io::stderr().is_terminal(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(ansi)
         .init();
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.quiet);
+    init_logging(cli.verbose, cli.quiet, cli.color);
     let result = match cli.command {
         Command::Serve(args) => run_serve(args),
         Command::Client(args) => run_client(args),
@@ -195,8 +295,8 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, String> {
         buffers: args.buffers.unwrap_or(args.max_conns) as usize,
         large_buffer_size: args.large_buffer_size as usize,
         large_buffers: args.large_buffers.unwrap_or((args.max_conns / 16).max(1)) as usize,
-        idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
-        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
+        shutdown_timeout: args.shutdown_timeout,
         mode: match args.mode {
             ModeArg::Upper => Mode::Upper,
             ModeArg::Echo => Mode::Echo,
@@ -220,7 +320,8 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, String> {
 }
 
 fn run_client(args: ClientArgs) -> Result<ExitCode, String> {
-    let stream = client::connect(args.connect).map_err(|e| e.to_string())?;
+    let addr = args.addr.or(args.connect).unwrap_or(DEFAULT_SERVER);
+    let stream = client::connect(addr).map_err(|e| e.to_string())?;
     let stdin = std::io::stdin();
     if args.interactive || stdin.is_terminal() {
         client::interactive(stream, stdin.lock(), std::io::stdout().lock())
@@ -232,20 +333,11 @@ fn run_client(args: ClientArgs) -> Result<ExitCode, String> {
 }
 
 fn run_bench(args: BenchArgs) -> Result<ExitCode, String> {
-    if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 86_400.0) {
-        return Err(format!(
-            "--duration must be between 0 and 86400 seconds, not {}",
-            args.duration
-        ));
-    }
-    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-        return Err("--rate must be a positive number of messages per second".into());
-    }
     let options = bench::Options {
-        connect: args.connect,
+        connect: args.addr.or(args.connect).unwrap_or(DEFAULT_SERVER),
         conns: args.conns as usize,
         size: args.size as usize,
-        duration: Duration::from_secs_f64(args.duration),
+        duration: args.duration,
         mode: match args.mode {
             BenchMode::Pingpong => bench::Mode::PingPong,
             BenchMode::Stream => bench::Mode::Stream,

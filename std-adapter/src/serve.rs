@@ -165,14 +165,19 @@ pub fn run(
         listeners.push(net::bind(addr, 1024, true).map_err(listen_error)?);
     }
     info!(
-        %addr,
         max_conns = options.max_conns,
         buffer_size = options.buffer_size,
         buffers = options.buffers,
         large_buffer_size = options.large_buffer_size,
         large_buffers = large_arena_len(options) / options.large_buffer_size.max(1),
-        mode = ?options.mode,
-        driver = ?options.driver,
+        mode = %match options.mode {
+            Mode::Upper => "upper",
+            Mode::Echo => "echo",
+        },
+        driver = %match options.driver {
+            DriverKind::Poll => "poll",
+            DriverKind::Epoll => "epoll",
+        },
         threads,
         "listening on {addr}"
     );
@@ -407,7 +412,10 @@ fn serve<I: Io>(
             Step::Accepted(conn) => {
                 if let Some(stream) = driver.stream_mut(conn) {
                     if tracing::enabled!(tracing::Level::DEBUG) {
-                        debug!(%conn, peer = ?stream.peer_addr().ok(), "accepted");
+                        match stream.peer_addr() {
+                            Ok(peer) => debug!(%conn, %peer, "accepted"),
+                            Err(_) => debug!(%conn, "accepted"),
+                        }
                     }
                     io.accepted(conn, stream);
                 }

@@ -163,6 +163,12 @@ fn bad_flags_are_clean_errors() {
         &["serve", "--buffer-size", "8"],
         &["serve", "--listen", "not-an-address"],
         &["serve", "--driver", "telepathy"],
+        &["serve", "--buffer-size", "64Q"],
+        &["serve", "--idle-timeout", "1.5x"],
+        &["serve", "--listen", "70000"],
+        &["client", "not an address"],
+        &["bench", "--duration", "0"],
+        &["bench", "--rate", "-3"],
         &["frobnicate"],
     ] {
         let out = run(args, b"");
@@ -170,6 +176,76 @@ fn bad_flags_are_clean_errors() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn values_take_their_usual_forms() {
+    // `:PORT`, durations with fractions, sizes with suffixes, short flags.
+    let server = Server::start(&[
+        "-l", ":0", "-i", "1.5", "-b", "64K", "-n", "8", "-d", "epoll",
+    ]);
+    let log = server.log();
+    assert!(log.contains("buffer_size=65536"), "{log}");
+    assert!(log.contains("mode=upper driver=epoll"), "{log}");
+    let port = server.addr.port().to_string();
+    // A positional address, as PORT, :PORT or HOST:PORT.
+    for addr in [
+        port.clone(),
+        format!(":{port}"),
+        format!("localhost:{port}"),
+    ] {
+        let out = run(&["client", &addr], b"hello\n");
+        assert_eq!(
+            (out.status.code(), out.stdout.as_slice()),
+            (Some(0), &b"HELLO\n"[..]),
+            "client {addr}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = run(
+        &[
+            "bench",
+            &format!(":{port}"),
+            "-c",
+            "2",
+            "-s",
+            "1K",
+            "-d",
+            "0.3",
+            "--json",
+        ],
+        b"",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("\"conns\":2,\"size\":1024"), "{stdout}");
+}
+
+#[test]
+fn settings_come_from_the_environment_too() {
+    let mut command = Command::new(BIN);
+    command
+        .env("NBECHO_DRIVER", "epoll")
+        .env("NBECHO_MAX_CONNS", "3");
+    let server = Server::start_command(command, &[]);
+    let log = server.log();
+    assert!(log.contains("max_conns=3"), "{log}");
+    assert!(log.contains("driver=epoll"), "{log}");
+}
+
+#[test]
+fn an_invalid_rust_log_is_a_warning_not_silence() {
+    for value in ["garbage!!", ""] {
+        let mut command = Command::new(BIN);
+        command.env("RUST_LOG", value);
+        let server = Server::start_command(command, &[]);
+        let log = server.log();
+        assert!(
+            log.contains("is not a valid filter"),
+            "RUST_LOG={value:?}: {log}"
+        );
+        assert!(log.contains("listening on"), "RUST_LOG={value:?}: {log}");
     }
 }
 
@@ -324,7 +400,7 @@ both_drivers! {
         .collect();
     assert_eq!(events.len(), 3, "{log}");
     assert!(
-        events[0].starts_with("accepted conn=#0.0 peer=Some(127.0.0.1:"),
+        events[0].starts_with("accepted conn=#0.0 peer=127.0.0.1:"),
         "{log}"
     );
     assert_eq!(events[1], "flushed; write side shut down conn=#0.0");

@@ -63,10 +63,15 @@ impl Server {
         Self::start_command(shell, args)
     }
 
+    /// Starts `command serve --listen 127.0.0.1:0 ARGS` (without the `--listen` when ARGS
+    /// have their own).
     #[track_caller]
-    fn start_command(mut command: Command, args: &[&str]) -> Self {
+    pub(crate) fn start_command(mut command: Command, args: &[&str]) -> Self {
+        command.arg("serve");
+        if !args.iter().any(|a| matches!(*a, "--listen" | "-l")) {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -79,13 +84,16 @@ impl Server {
         let sink = Arc::clone(&log);
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Logged first, so that the log holds the line once the address is known.
+                {
+                    let mut log = sink.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
                 if let Some(addr) = line.split("listening on ").nth(1) {
                     let addr = addr.split_whitespace().next().unwrap_or_default();
                     let _ = tx.send(addr.parse::<SocketAddr>().expect("logged address"));
                 }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
             }
         });
         let addr = rx
