@@ -6,7 +6,6 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
@@ -280,14 +279,9 @@ fn main() -> ExitCode {
 }
 
 fn run_serve(args: ServeArgs) -> Result<ExitCode, String> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // The first signal sets `stop` (graceful); a second one finds it set and exits 1.
-        // The shutdown must be registered first.
-        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
-            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
-            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    }
+    // SIGINT and SIGTERM are caught by the server itself: the first stops it gracefully,
+    // a second at once. Nothing else asks it to stop.
+    let stop = AtomicBool::new(false);
     let options = serve::Options {
         listen: args.listen,
         max_conns: args.max_conns as usize,
@@ -308,12 +302,19 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, String> {
         threads: args.threads as usize,
     };
     let outcome = serve::run(&options, &stop, |_| {}).map_err(|e| e.to_string())?;
+    let stats = outcome.stats;
     if outcome.is_clean() {
         Ok(ExitCode::SUCCESS)
+    } else if outcome.stopped_at_once {
+        eprintln!(
+            "nbecho: stopped by a second signal: {} connection(s) force-closed, {} byte(s) read and not echoed",
+            stats.forced, stats.bytes_dropped
+        );
+        Ok(ExitCode::FAILURE)
     } else {
         eprintln!(
-            "nbecho: shutdown deadline passed: {} connection(s) force-closed",
-            outcome.stats.forced
+            "nbecho: shutdown deadline passed: {} connection(s) force-closed, {} byte(s) read and not echoed",
+            stats.forced, stats.bytes_dropped
         );
         Ok(ExitCode::FAILURE)
     }

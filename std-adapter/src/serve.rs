@@ -69,6 +69,8 @@ pub enum Error {
     Listen(SocketAddr, io::Error),
     /// The epoll driver could not be set up.
     Epoll(io::Error),
+    /// SIGINT and SIGTERM could not be caught.
+    Signals(io::Error),
     /// The sizes do not make a valid server.
     Storage(StorageError),
     /// `buffers * buffer_size` is over [`MAX_BUFFER_MEMORY`].
@@ -82,6 +84,7 @@ impl fmt::Display for Error {
         match self {
             Self::Listen(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             Self::Epoll(e) => write!(f, "cannot set up epoll: {e}"),
+            Self::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             Self::Storage(e) => write!(f, "invalid sizes: {e}"),
             Self::TooManyThreads(n) => {
                 write!(f, "{n} threads need at least {n} connections (--max-conns) and buffers (--buffers)")
@@ -102,12 +105,44 @@ impl std::error::Error for Error {}
 pub struct Outcome {
     /// The counters at the end.
     pub stats: Stats,
+    /// A second stop signal ended the graceful stop at once.
+    pub stopped_at_once: bool,
 }
 
 impl Outcome {
     /// True when every connection was closed cleanly (none forced at the deadline).
     pub fn is_clean(&self) -> bool {
         self.stats.forced == 0
+    }
+}
+
+/// SIGINT and SIGTERM, counted through a self-pipe: signal-hook's handler writes one byte
+/// per signal, which also wakes a thread blocked in epoll. One per server thread.
+#[derive(Debug)]
+struct SignalPipe {
+    read: mio::net::UnixStream,
+}
+
+impl SignalPipe {
+    fn new() -> io::Result<Self> {
+        let (read, write) = std::os::unix::net::UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::low_level::pipe::register(signal, write.try_clone()?)?;
+        }
+        Ok(Self {
+            read: mio::net::UnixStream::from_std(read),
+        })
+    }
+
+    /// Signals received since the last call.
+    fn take(&mut self) -> usize {
+        let mut count = 0;
+        let mut bytes = [0u8; 64];
+        while let Ok(n @ 1..) = io::Read::read(&mut self.read, &mut bytes) {
+            count += n;
+        }
+        count
     }
 }
 
@@ -134,10 +169,11 @@ impl Throttle {
     }
 }
 
-/// The longest single sleep: how quickly a shutdown signal is noticed.
+/// The longest single sleep of the polling driver: how quickly a signal is noticed.
 const MAX_NAP: StdDuration = StdDuration::from_millis(20);
 
-/// Binds and serves until `stop` is set, then shuts down gracefully.
+/// Binds and serves until `stop` is set or SIGINT/SIGTERM arrives, then shuts down
+/// gracefully; a second signal stops at once (every connection force-closed).
 ///
 /// `on_listening` is called with the bound address once the socket listens.
 pub fn run(
@@ -205,11 +241,17 @@ pub fn run(
             })
             .collect();
         let mut stats = Stats::default();
+        let mut stopped_at_once = false;
         for worker in workers {
-            stats += worker.join().expect("a server thread panicked")?.stats;
+            let outcome = worker.join().expect("a server thread panicked")?;
+            stats += outcome.stats;
+            stopped_at_once |= outcome.stopped_at_once;
         }
         info!(%stats, threads, "stopped: all threads");
-        Ok(Outcome { stats })
+        Ok(Outcome {
+            stats,
+            stopped_at_once,
+        })
     })
 }
 
@@ -225,7 +267,9 @@ fn serve_on(
             options,
             stop,
             arena_len,
-            Polling,
+            Polling {
+                signals: SignalPipe::new().map_err(Error::Signals)?,
+            },
             NetListener::new(listener),
         ),
         DriverKind::Epoll => {
@@ -243,10 +287,15 @@ trait Io {
     const SCHEDULING: Scheduling;
     fn accepted(&mut self, conn: ConnId, stream: &mut NetStream<<Self::Raw as Accept>::Socket>);
     fn wait(&mut self, server: &mut Server<'_, Mode>, clock: &Clock, until: Option<Instant>);
+    /// Stop signals received since the last call (checked after each wait, and every
+    /// `CLOCK_EVERY` steps while the server does not wait).
+    fn signals(&mut self) -> usize;
 }
 
 /// The polling driver: sleep until the core's `Wait`.
-struct Polling;
+struct Polling {
+    signals: SignalPipe,
+}
 
 impl Io for Polling {
     type Raw = std::net::TcpListener;
@@ -256,6 +305,10 @@ impl Io for Polling {
 
     fn wait(&mut self, _: &mut Server<'_, Mode>, clock: &Clock, until: Option<Instant>) {
         clock.sleep_until(until, MAX_NAP);
+    }
+
+    fn signals(&mut self) -> usize {
+        self.signals.take()
     }
 }
 
@@ -268,7 +321,9 @@ struct Epoll {
     events: mio::Events,
     /// Woken by SIGINT/SIGTERM (signal-hook writes to the other end), so that blocking in
     /// epoll without a timeout still notices a shutdown at once.
-    signals: mio::net::UnixStream,
+    signals: SignalPipe,
+    /// Signals read from the pipe and not yet taken.
+    signalled: usize,
 }
 
 impl Epoll {
@@ -276,18 +331,14 @@ impl Epoll {
         let poll = mio::Poll::new()?;
         poll.registry()
             .register(listener.get_mut(), LISTENER, mio::Interest::READABLE)?;
-        let (read_end, write_end) = std::os::unix::net::UnixStream::pair()?;
-        read_end.set_nonblocking(true)?;
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::low_level::pipe::register(signal, write_end.try_clone()?)?;
-        }
-        let mut signals = mio::net::UnixStream::from_std(read_end);
+        let mut signals = SignalPipe::new()?;
         poll.registry()
-            .register(&mut signals, SIGNALS, mio::Interest::READABLE)?;
+            .register(&mut signals.read, SIGNALS, mio::Interest::READABLE)?;
         Ok(Self {
             poll,
             events: mio::Events::with_capacity(1024),
             signals,
+            signalled: 0,
         })
     }
 }
@@ -322,10 +373,7 @@ impl Io for Epoll {
         for event in self.events.iter() {
             match event.token() {
                 LISTENER => server.on_listener_ready(),
-                SIGNALS => {
-                    let mut drain = [0u8; 64];
-                    while matches!(io::Read::read(&mut self.signals, &mut drain), Ok(n) if n > 0) {}
-                }
+                SIGNALS => self.signalled += self.signals.take(),
                 mio::Token(index) => {
                     // Events of a socket closed earlier in this batch may name a reused
                     // slot: spurious readiness, which costs one would-block.
@@ -338,6 +386,10 @@ impl Io for Epoll {
                 }
             }
         }
+    }
+
+    fn signals(&mut self) -> usize {
+        std::mem::take(&mut self.signalled)
     }
 }
 
@@ -386,20 +438,37 @@ fn serve<I: Io>(
     // steps old come that much earlier, which is negligible.
     let mut now = clock.now();
     let mut steps_since_clock = 0;
+    // Stop requests: the caller's `stop`, then each SIGINT/SIGTERM. The first starts a
+    // graceful stop; a second one stops at once.
+    let mut signals = 0;
+    let mut stopped_at_once = false;
     loop {
-        if stop.load(Ordering::Relaxed) && !driver.server().is_shutting_down() {
+        let requests = signals.max(usize::from(stop.load(Ordering::Relaxed)));
+        if requests >= 1 && !driver.server().is_shutting_down() {
             let deadline = clock.now() + Duration::from_micros(micros(options.shutdown_timeout));
             info!(
                 active = driver.server().stats().active,
-                "shutting down: flushing open connections (deadline in {:?})",
+                "shutting down: flushing open connections (deadline in {:?}; a second signal stops at once)",
                 options.shutdown_timeout
             );
             driver.server_mut().begin_shutdown(deadline);
+        }
+        if requests >= 2 && !stopped_at_once {
+            stopped_at_once = true;
+            let stats = driver.server().stats();
+            warn!(
+                active = stats.active,
+                unsent_bytes = stats.bytes_buffered(),
+                "second signal: stopping now, closing every connection"
+            );
+            now = clock.now();
+            driver.server_mut().begin_shutdown(now);
         }
         steps_since_clock += 1;
         if steps_since_clock >= CLOCK_EVERY {
             now = clock.now();
             steps_since_clock = 0;
+            signals += io.signals();
         }
         match driver.step(now) {
             Step::Recv { .. } | Step::Send { .. } | Step::AcceptWouldBlock => {}
@@ -407,6 +476,7 @@ fn serve<I: Io>(
                 io.wait(driver.server_mut(), &clock, until);
                 now = clock.now();
                 steps_since_clock = 0;
+                signals += io.signals();
             }
             Step::Finished => break,
             Step::Accepted(conn) => {
@@ -449,7 +519,10 @@ fn serve<I: Io>(
     }
     let stats = *driver.server().stats();
     info!(%stats, "stopped");
-    Ok(Outcome { stats })
+    Ok(Outcome {
+        stats,
+        stopped_at_once,
+    })
 }
 
 /// Bytes of large buffers: none unless they are larger than the small ones.

@@ -380,6 +380,15 @@ both_drivers! {
     let (status, log) = server.wait();
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(start.elapsed() < Duration::from_secs(5));
+    // The first signal says what a second does; the second says what it dropped, and the
+    // stats are still printed.
+    assert!(log.contains("a second signal stops at once"), "{log}");
+    assert!(log.contains("second signal: stopping now"), "{log}");
+    assert!(log.contains("stopped stats=accepted=1"), "{log}");
+    assert!(
+        log.contains("nbecho: stopped by a second signal: 1 connection(s) force-closed"),
+        "{log}"
+    );
     drop(client);
 }
 }
