@@ -30,6 +30,33 @@ pub enum Mode {
     Connect,
 }
 
+/// What the server is expected to reply to each byte.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Expect {
+    /// ASCII uppercase (`nbecho serve`, the default).
+    #[default]
+    Upper,
+    /// The byte as sent (a plain echo server, `nbecho serve --mode echo`).
+    Echo,
+}
+
+impl Expect {
+    /// The reply expected for `sent`.
+    pub fn reply(self, sent: u8) -> u8 {
+        match self {
+            Self::Upper => sent.to_ascii_uppercase(),
+            Self::Echo => sent,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Upper => "upper",
+            Self::Echo => "echo",
+        }
+    }
+}
+
 /// What `bench` runs with.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -49,6 +76,8 @@ pub struct Options {
     pub server_pid: Option<u32>,
     /// Draw a progress bar on stderr (only if it is a terminal).
     pub progress: bool,
+    /// What each reply byte must be.
+    pub expect: Expect,
 }
 
 /// Why `bench` could not run.
@@ -85,8 +114,10 @@ pub struct Report {
     pub bytes: u64,
     /// Connections that failed (reset, closed early).
     pub errors: u64,
-    /// Reply bytes that were not the uppercase of what was sent.
+    /// Reply bytes that were not what [`Options::expect`] says.
     pub mismatches: u64,
+    /// Connections made: fewer than asked for when `duration` ran out while connecting.
+    pub connected: usize,
     /// Latency percentiles in microseconds: p50, p99, p99.9, max.
     pub latency_us: [u64; 4],
     /// The server's CPU time during the run, if its pid was given.
@@ -115,10 +146,12 @@ impl Report {
         let o = &self.options;
         let opt = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.3}"));
         format!(
-            "{{\"mode\":\"{}\",\"conns\":{},\"size\":{},\"rate\":{},\"elapsed_s\":{:.3},\"messages\":{},\
+            "{{\"mode\":\"{}\",\"expect\":\"{}\",\"connected\":{},\"conns\":{},\"size\":{},\"rate\":{},\"elapsed_s\":{:.3},\"messages\":{},\
              \"bytes\":{},\"msgs_per_s\":{:.1},\"mb_per_s\":{:.3},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\
              \"max_us\":{},\"errors\":{},\"mismatches\":{},\"server_cpu_s\":{},\"server_cpu_us_per_msg\":{}}}",
             mode_name(o.mode),
+            o.expect.name(),
+            self.connected,
             o.conns,
             o.size,
             opt(o.rate),
@@ -197,6 +230,7 @@ fn run_connect(options: &Options) -> Result<Report, Error> {
         bytes: tally.bytes,
         errors: tally.errors,
         mismatches: tally.mismatches,
+        connected: options.conns,
         latency_us: percentiles(&histogram),
         server_cpu,
     })
@@ -234,7 +268,7 @@ fn connect_lane(
                 tally.mismatches += reply
                     .iter()
                     .zip(&message)
-                    .filter(|(got, sent)| **got != sent.to_ascii_uppercase())
+                    .filter(|(got, sent)| **got != options.expect.reply(**sent))
                     .count() as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && tally.messages == 0 => {
@@ -253,39 +287,71 @@ impl fmt::Display for Report {
         let rate = o.rate.map_or(String::new(), |r| format!(" at {r} msgs/s"));
         writeln!(
             f,
-            "nbecho bench: {} conns, {} B, {}{rate}, {:.1} s",
+            "nbecho bench: {} conns, {} B, {}{rate}, expecting {}, {:.1} s",
             o.conns,
             o.size,
             mode_name(o.mode),
+            o.expect.name(),
             self.elapsed.as_secs_f64()
         )?;
-        writeln!(
-            f,
-            "  messages    {} ({:.0} msgs/s)",
-            self.messages,
-            self.msgs_per_sec()
-        )?;
-        writeln!(
-            f,
-            "  throughput  {:.2} MB/s of verified echo",
-            self.mb_per_sec()
-        )?;
-        let [p50, p99, p999, max] = self.latency_us;
-        writeln!(
-            f,
-            "  latency     p50 {p50} us, p99 {p99} us, p99.9 {p999} us, max {max} us"
-        )?;
-        write!(
-            f,
-            "  errors      {}, mismatches {}",
-            self.errors, self.mismatches
-        )?;
-        if let (Some(cpu), Some(per)) = (self.server_cpu, self.server_cpu_us_per_msg()) {
+        if self.connected < o.conns {
+            writeln!(
+                f,
+                "  connected   only {} of {} before --duration ran out",
+                self.connected, o.conns
+            )?;
+        }
+        if o.mode == Mode::Idle {
+            // Nothing is sent: what there is to see is whether the connections held.
             write!(
                 f,
-                "\n  server CPU  {:.2} s, {per:.2} us per message",
-                cpu.as_secs_f64()
+                "  held        {} connections, silent, for {:.1} s; {} failed",
+                self.connected,
+                self.elapsed.as_secs_f64(),
+                self.errors
             )?;
+        } else {
+            writeln!(
+                f,
+                "  messages    {} ({:.0} msgs/s)",
+                self.messages,
+                self.msgs_per_sec()
+            )?;
+            if self.mismatches == 0 {
+                writeln!(
+                    f,
+                    "  throughput  {:.2} MB/s of verified echo",
+                    self.mb_per_sec()
+                )?;
+            } else {
+                writeln!(
+                    f,
+                    "  throughput  {:.2} MB/s of replies, NOT verified: {} bytes were not what --expect {} says",
+                    self.mb_per_sec(),
+                    self.mismatches,
+                    o.expect.name()
+                )?;
+            }
+            let [p50, p99, p999, max] = self.latency_us;
+            writeln!(
+                f,
+                "  latency     p50 {p50} us, p99 {p99} us, p99.9 {p999} us, max {max} us"
+            )?;
+            write!(
+                f,
+                "  errors      {}, mismatches {}",
+                self.errors, self.mismatches
+            )?;
+        }
+        if let Some(cpu) = self.server_cpu {
+            match self.server_cpu_us_per_msg() {
+                Some(per) if o.mode != Mode::Idle => write!(
+                    f,
+                    "\n  server CPU  {:.2} s, {per:.2} us per message",
+                    cpu.as_secs_f64()
+                )?,
+                _ => write!(f, "\n  server CPU  {:.2} s", cpu.as_secs_f64())?,
+            }
         }
         Ok(())
     }
@@ -333,7 +399,12 @@ pub fn run(options: &Options) -> Result<Report, Error> {
     }
     let mut poll = Poll::new().map_err(Error::Io)?;
     let mut conns = Vec::with_capacity(options.conns);
+    // `duration` bounds the whole run, connecting included.
+    let end = Instant::now() + options.duration;
     for i in 0..options.conns {
+        if Instant::now() >= end {
+            break;
+        }
         let std = std::net::TcpStream::connect(options.connect)
             .map_err(|e| Error::Connect(options.connect, e))?;
         std.set_nodelay(true).map_err(Error::Io)?;
@@ -384,7 +455,6 @@ pub fn run(options: &Options) -> Result<Report, Error> {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let progress = progress_bar(options);
     let mut events = Events::with_capacity(1024);
-    let end = start + options.duration;
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = vec![0u8; 64 * 1024];
     let mut last_tick = start;
@@ -418,6 +488,7 @@ pub fn run(options: &Options) -> Result<Report, Error> {
                     c,
                     size,
                     options.mode,
+                    options.expect,
                     &mut buf,
                     &mut out,
                     &mut histogram,
@@ -463,6 +534,7 @@ pub fn run(options: &Options) -> Result<Report, Error> {
         }
     }
     let latency_us = percentiles(&histogram);
+    let connected = conns.len();
     let Tally {
         messages,
         bytes,
@@ -476,6 +548,7 @@ pub fn run(options: &Options) -> Result<Report, Error> {
         bytes,
         errors,
         mismatches,
+        connected,
         latency_us,
         server_cpu,
     })
@@ -510,6 +583,7 @@ fn pump(
     c: &mut Conn,
     size: u64,
     mode: Mode,
+    expect: Expect,
     buf: &mut [u8],
     out: &mut [u8],
     histogram: &mut Histogram<u64>,
@@ -517,7 +591,7 @@ fn pump(
 ) -> io::Result<()> {
     loop {
         send(i, c, size, mode, out)?;
-        let completed = receive(i, c, size, mode, buf, histogram, tally)?;
+        let completed = receive(i, c, size, mode, expect, buf, histogram, tally)?;
         // Ping-pong as fast as possible: a completed echo released the next message,
         // which can go at once.
         if mode != Mode::PingPong || completed == 0 || c.sent >= c.send_limit {
@@ -556,11 +630,13 @@ fn send(i: usize, c: &mut Conn, size: u64, mode: Mode, out: &mut [u8]) -> io::Re
 
 /// Reads and verifies the echo until the socket would block; returns the messages it
 /// completed.
+#[allow(clippy::too_many_arguments)]
 fn receive(
     i: usize,
     c: &mut Conn,
     size: u64,
     mode: Mode,
+    expect: Expect,
     buf: &mut [u8],
     histogram: &mut Histogram<u64>,
     tally: &mut Tally,
@@ -571,7 +647,7 @@ fn receive(
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => {
                 for (k, &b) in buf[..n].iter().enumerate() {
-                    if b != sent_byte(i, c.received + k as u64).to_ascii_uppercase() {
+                    if b != expect.reply(sent_byte(i, c.received + k as u64)) {
                         tally.mismatches += 1;
                     }
                 }

@@ -98,12 +98,23 @@ struct BenchArgs {
     /// each message was due).
     #[arg(short, long, value_name = "MSGS_PER_S", value_parser = positive_rate)]
     rate: Option<f64>,
-    /// Add the server's CPU time per message, read from /proc/PID/stat.
-    #[arg(long, value_name = "PID")]
+    /// What each reply byte must be: `upper` (ASCII uppercase of what was sent, like
+    /// `nbecho serve`) or `echo` (as sent, like `nbecho serve --mode echo`).
+    #[arg(short, long, value_enum, default_value_t = ExpectArg::Upper)]
+    expect: ExpectArg,
+    /// Add the server's CPU time per message, read from /proc/PID (for example
+    /// `$(pidof nbecho)`).
+    #[arg(long, value_name = "PID", value_parser = running_pid)]
     server_pid: Option<u32>,
     /// Print the report as one JSON line.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ExpectArg {
+    Upper,
+    Echo,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -199,6 +210,15 @@ fn buffer_size(s: &str) -> Result<u64, String> {
 
 fn message_size(s: &str) -> Result<u64, String> {
     parse_size_in(s, 1, 64 << 20)
+}
+
+fn running_pid(s: &str) -> Result<u32, String> {
+    let pid: u32 = s.parse().map_err(|_| format!("{s} is not a process id"))?;
+    if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        Ok(pid)
+    } else {
+        Err(format!("no process {pid} is running"))
+    }
 }
 
 fn positive_rate(s: &str) -> Result<f64, String> {
@@ -348,6 +368,10 @@ fn run_bench(args: BenchArgs) -> Result<ExitCode, String> {
         rate: args.rate,
         server_pid: args.server_pid,
         progress: !args.json,
+        expect: match args.expect {
+            ExpectArg::Upper => bench::Expect::Upper,
+            ExpectArg::Echo => bench::Expect::Echo,
+        },
     };
     let report = bench::run(&options).map_err(|e| e.to_string())?;
     if args.json {
@@ -356,17 +380,32 @@ fn run_bench(args: BenchArgs) -> Result<ExitCode, String> {
         println!("{report}");
     }
     let nothing = report.messages == 0 && options.mode != bench::Mode::Idle;
-    if report.mismatches > 0 || report.errors > 0 || nothing {
-        eprintln!(
-            "nbecho: bench failed: {} mismatched bytes, {} failed connections{}",
-            report.mismatches,
-            report.errors,
-            if nothing {
-                ", no message completed"
-            } else {
-                ""
-            }
-        );
+    let short = report.connected < options.conns;
+    if report.mismatches > 0 || report.errors > 0 || nothing || short {
+        let mut why = Vec::new();
+        if report.mismatches > 0 {
+            why.push(format!(
+                "{} reply bytes were not what --expect {} says",
+                report.mismatches,
+                match args.expect {
+                    ExpectArg::Upper => "upper",
+                    ExpectArg::Echo => "echo",
+                }
+            ));
+        }
+        if report.errors > 0 {
+            why.push(format!("{} connections failed", report.errors));
+        }
+        if short {
+            why.push(format!(
+                "only {} of {} connections were made before --duration ran out",
+                report.connected, options.conns
+            ));
+        }
+        if nothing {
+            why.push("no message completed".into());
+        }
+        eprintln!("nbecho: bench failed: {}", why.join("; "));
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

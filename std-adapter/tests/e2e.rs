@@ -493,8 +493,37 @@ both_drivers! {
         assert_eq!(out.status.code(), Some(1), "{json}");
         assert!(json_number(&json, "mismatches") > 0.0, "{json}");
         let stderr = String::from_utf8(out.stderr).unwrap();
-        assert!(stderr.starts_with("nbecho: bench failed: "), "{stderr}");
+        assert!(
+            stderr.starts_with("nbecho: bench failed: ") && stderr.contains("not what --expect upper says"),
+            "{stderr}"
+        );
+        // The text report does not call them verified.
+        let out = run(&["bench", &server.addr.to_string(), "-d", "0.3"], b"");
+        let report = String::from_utf8(out.stdout).unwrap();
+        assert!(report.contains("NOT verified"), "{report}");
+        // Told what to expect, it verifies the plain echo.
+        let out = run(&["bench", &server.addr.to_string(), "-d", "0.3", "--expect", "echo", "--json"], b"");
+        let json = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(0), "{json}");
+        assert_eq!(json_number(&json, "mismatches"), 0.0, "{json}");
     }
+
+    fn bench_idle_reports_what_it_held(driver) {
+        let server = Server::start(&["--driver", driver]);
+        let out = run(&["bench", &server.addr.to_string(), "--mode", "idle", "-c", "20", "-d", "0.3"], b"");
+        let report = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(0), "{report}");
+        assert!(report.contains("held        20 connections"), "{report}");
+        assert!(!report.contains("latency"), "{report}");
+    }
+}
+
+#[test]
+fn bench_needs_a_running_server_pid() {
+    let out = run(&["bench", "--server-pid", "4000000", "-d", "0.1"], b"");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no process 4000000 is running"), "{stderr}");
 }
 
 // ---- threads ---------------------------------------------------------------------------------------
