@@ -2,6 +2,14 @@
 //! [`Listener`](nbecho_core::Listener)/[`Stream`](nbecho_core::Stream) traits, a clock,
 //! and the pieces of the `nbecho` binary (`serve`, `client`, `bench`).
 //!
+//! # Features
+//!
+//! - `cli` (default): what the `nbecho` binary needs (clap, tracing-subscriber) and `bench`.
+//! - `bench`: the [`bench`] load generator (hdrhistogram, indicatif).
+//!
+//! Without them (`default-features = false`) the library is the adapter alone: sockets,
+//! the clock, [`serve`], [`client`] and [`args`], on mio, socket2, signal-hook and tracing.
+//!
 //! The adapter decides nothing about *when* to do things: [`serve::run`] is the core's
 //! [`Driver`](nbecho_core::Driver) loop plus what a process needs (a clock, sleeping for
 //! [`Wait`](nbecho_core::Action::Wait), signals, logs).
@@ -11,6 +19,7 @@
 #![allow(clippy::std_instead_of_core)]
 
 pub mod args;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod client;
 pub mod clock;

@@ -236,7 +236,19 @@ pub fn run(
                 };
                 std::thread::Builder::new()
                     .name(format!("nbecho-{i}"))
-                    .spawn_scoped(scope, move || serve_on(&options, stop, listener))
+                    .spawn_scoped(scope, move || {
+                        // Every line of this thread says which it is: `thread{n=1}: ...
+                        // conn=#0.0` names one connection of the whole server.
+                        let span = tracing::info_span!("thread", n = i);
+                        let _entered = span.enter();
+                        info!(
+                            max_conns = options.max_conns,
+                            buffers = options.buffers,
+                            large_buffers = options.large_buffers,
+                            "serving this thread's share"
+                        );
+                        serve_on(&options, stop, listener)
+                    })
                     .expect("spawn a server thread")
             })
             .collect();

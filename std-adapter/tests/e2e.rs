@@ -550,6 +550,14 @@ both_drivers! {
         assert_eq!(Server::stat(&log, "accepted"), 16, "{log}");
         assert_eq!(Server::stat(&log, "closed"), 16, "{log}");
         assert!(log.contains("threads=2"), "{log}");
+        // Each thread's lines say which thread, with its share of the caps.
+        for n in 0..2 {
+            assert!(
+                log.contains(&format!("thread{{n={n}}}: nbecho_std::serve: serving this thread's share max_conns=32")),
+                "{log}"
+            );
+            assert!(log.contains(&format!("thread{{n={n}}}: nbecho_std::serve: stopped")), "{log}");
+        }
     }
 }
 
