@@ -345,11 +345,37 @@ fn run_client(args: ClientArgs) -> Result<ExitCode, String> {
     let stream = client::connect(addr).map_err(|e| e.to_string())?;
     let stdin = std::io::stdin();
     if args.interactive || stdin.is_terminal() {
-        client::interactive(stream, stdin.lock(), std::io::stdout().lock())
+        // Ctrl-C ends the line cleanly: a line end, then exit 130, as a shell reports SIGINT.
+        let mut interrupts = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT])
+            .map_err(|e| format!("cannot catch Ctrl-C: {e}"))?;
+        std::thread::spawn(move || {
+            if interrupts.forever().next().is_some() {
+                println!();
+                std::process::exit(130);
+            }
+        });
+        // The server went away while we wait for input: say so now, not at the next line.
+        let on_lost = |e: &client::Error| {
+            println!();
+            eprintln!("nbecho: {e}");
+            std::process::exit(1);
+        };
+        client::interactive(stream, stdin.lock(), std::io::stdout(), on_lost)
+            .map_err(|e| e.to_string())?;
     } else {
-        client::pipe(stream, stdin, std::io::stdout().lock()).map(|_| ())
+        match client::pipe(stream, stdin, std::io::stdout().lock()) {
+            // Our reader went away (`... | head -1`): end quietly, as `cat` does, by the
+            // signal a broken pipe raises by default.
+            Err(client::Error::OutputClosed) => {
+                let _ =
+                    signal_hook::low_level::emulate_default_handler(signal_hook::consts::SIGPIPE);
+                return Ok(ExitCode::from(141));
+            }
+            other => {
+                other.map_err(|e| e.to_string())?;
+            }
+        }
     }
-    .map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
 

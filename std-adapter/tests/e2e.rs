@@ -102,6 +102,133 @@ both_drivers! {
 }
 }
 
+/// Starts `nbecho client ADDR --interactive` with its stdin open and silent; returns the
+/// child and its stdin (keep it to keep the input open).
+fn silent_interactive_client(addr: &str) -> (std::process::Child, std::process::ChildStdin) {
+    let mut child = Command::new(BIN)
+        .args(["client", addr, "--interactive"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
+/// Waits for a child to exit, at most `limit`.
+fn exits_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+#[test]
+fn the_interactive_client_notices_a_refusal_without_input() {
+    let server = Server::start(&["--max-conns", "1"]);
+    // One connection holds the only slot (admitted: its echo came back).
+    let mut held = server.connect();
+    held.write_all(b"hi").unwrap();
+    let mut reply = [0u8; 2];
+    held.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"HI");
+    let (mut child, _stdin) = silent_interactive_client(&server.addr.to_string());
+    let status =
+        exits_within(&mut child, Duration::from_secs(3)).expect("the client noticed nothing");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the server closed the connection"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    drop(held);
+}
+
+#[test]
+fn the_interactive_client_notices_a_server_stop_at_its_prompt() {
+    let server = Server::start(&[]);
+    let (mut child, _stdin) = silent_interactive_client(&server.addr.to_string());
+    // Admitted and waiting at its prompt...
+    let mut stdout = child.stdout.take().unwrap();
+    let mut prompt = [0u8; 7];
+    stdout.read_exact(&mut prompt).unwrap();
+    assert_eq!(&prompt, b"msg>>: ");
+    // ...when the server stops.
+    server.signal("TERM");
+    let status =
+        exits_within(&mut child, Duration::from_secs(3)).expect("the client noticed nothing");
+    assert_eq!(status.code(), Some(1));
+    let (status, log) = server.wait();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn the_interactive_client_shows_control_bytes_escaped() {
+    let server = Server::start(&["--mode", "echo"]);
+    let out = run(
+        &["client", &server.addr.to_string(), "--interactive"],
+        b"a\x1b[31mb\x07 \xc3\xbc \xff\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(shown, "msg>>: a\\x1b[31mb\\x07 \u{fc} \\xff\nmsg>>: \n");
+}
+
+#[test]
+fn a_piped_client_whose_reader_goes_away_stops_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let server = Server::start(&[]);
+    let mut child = Command::new(BIN)
+        .args(["client", &server.addr.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `yes hello | nbecho client | head -1`: endless input, and the reader leaves.
+    let mut stdin = child.stdin.take().unwrap();
+    thread::spawn(move || while stdin.write_all(b"hello\n").is_ok() {});
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 6];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HELLO\n");
+    drop(stdout);
+    let status = exits_within(&mut child, Duration::from_secs(5)).expect("the client hung");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(13),
+        "like cat, by SIGPIPE: {status:?} {stderr}"
+    );
+    assert_eq!(stderr, "");
+}
+
 #[test]
 fn client_reports_an_unreachable_server() {
     // Bind and drop to find a port with nothing listening.
