@@ -106,12 +106,25 @@ pub enum CloseReason {
     TimedOut,
     /// The graceful shutdown deadline passed first.
     Forced,
+    /// Refused at capacity: accepted and closed at once, never read.
+    Refused,
+    /// Dropped at the caller's request ([`Server::abort`](crate::Server::abort)).
+    Aborted,
 }
 
 impl CloseReason {
     /// True for [`CloseReason::Done`], the only close after which nothing was lost.
     pub const fn is_clean(self) -> bool {
         matches!(self, Self::Done)
+    }
+
+    /// True when the stream should be reset (TCP RST) rather than closed with a FIN: the
+    /// server gives up on output it could not deliver ([`Forced`](Self::Forced),
+    /// [`Aborted`](Self::Aborted)). Every other close is orderly: after a clean end, a
+    /// refusal, an idle timeout, or a failure (the connection is broken either way). One
+    /// rule for every adapter.
+    pub const fn is_abortive(self) -> bool {
+        matches!(self, Self::Forced | Self::Aborted)
     }
 }
 
@@ -122,6 +135,8 @@ impl fmt::Display for CloseReason {
             Self::Failed(kind) => write!(f, "failed: {kind:?}"),
             Self::TimedOut => f.write_str("idle timeout"),
             Self::Forced => f.write_str("forced at shutdown deadline"),
+            Self::Refused => f.write_str("refused at capacity"),
+            Self::Aborted => f.write_str("aborted"),
         }
     }
 }

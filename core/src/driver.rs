@@ -23,11 +23,14 @@ pub trait Stream {
     }
     /// Shuts down the write side (TCP FIN), keeping the read side open.
     fn shutdown_write(&mut self) -> Result<(), ErrorKind>;
-    /// Releases the stream. The default drops it.
-    fn close(self)
+    /// Releases the stream, closing it for `reason`: reset it (TCP RST) if
+    /// [`reason.is_abortive()`](CloseReason::is_abortive), otherwise close it in order
+    /// (FIN, if not sent already). The default drops it.
+    fn close(self, reason: CloseReason)
     where
         Self: Sized,
     {
+        let _ = reason;
     }
 }
 
@@ -183,7 +186,7 @@ impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
                     }
                     other => {
                         debug_assert_eq!(other, Ok(Admission::Refused));
-                        stream.close();
+                        stream.close(CloseReason::Refused);
                         Step::Refused
                     }
                 },
@@ -229,7 +232,7 @@ impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
             }
             Action::Close { conn, reason } => {
                 if let Some(stream) = self.streams[conn.index()].take() {
-                    stream.close();
+                    stream.close(reason);
                 }
                 Step::Closed(conn, reason)
             }

@@ -10,10 +10,12 @@ use crate::driver::Stream;
 
 /// An [`embedded_io`] stream driven without blocking.
 ///
-/// embedded-io has no half-close: [`Stream::shutdown_write`] only flushes, and the peer
-/// sees the end of the connection when the stream is dropped at
-/// [`Action::Close`](crate::Action::Close). During a graceful server shutdown such a
-/// connection lingers until the peer closes or the deadline passes.
+/// embedded-io has no half-close: [`Stream::shutdown_write`] does nothing (not even
+/// `flush`, which embedded-io defines as blocking; a write was only ever asked for when
+/// [`WriteReady::write_ready`] said it would not block), and the peer sees the end of the
+/// connection when the stream is dropped at [`Action::Close`](crate::Action::Close).
+/// During a graceful server shutdown such a connection lingers until the peer closes or
+/// the deadline passes.
 #[derive(Debug, Default)]
 pub struct EmbeddedIo<S>(pub S);
 
@@ -35,6 +37,6 @@ impl<S: Read + ReadReady + Write + WriteReady> Stream for EmbeddedIo<S> {
     }
 
     fn shutdown_write(&mut self) -> Result<(), ErrorKind> {
-        self.0.flush().map_err(|e| e.kind())
+        Ok(())
     }
 }

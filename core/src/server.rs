@@ -416,7 +416,7 @@ impl<'a, T: Transform> Server<'a, T> {
             generation: slot.generation,
         };
         if state == ConnState::Closing {
-            return Some(self.close(idx, now));
+            return Some(self.release(idx, now));
         }
         if !budget_left {
             return None;
@@ -558,7 +558,7 @@ impl<'a, T: Transform> Server<'a, T> {
     }
 
     /// Frees the slot of the connection being visited and says why.
-    fn close(&mut self, idx: u32, now: Instant) -> Plan {
+    fn release(&mut self, idx: u32, now: Instant) -> Plan {
         if self.buffer_waiters.contains(self.slots, wait_links, idx) {
             self.buffer_waiters.remove(self.slots, wait_links, idx);
         }
@@ -892,6 +892,41 @@ impl<'a, T: Transform> Server<'a, T> {
             Err(nb::Error::WouldBlock) => self.slots[idx as usize].writable = false,
             Err(nb::Error::Other(ErrorKind::Interrupted)) => {}
             Err(nb::Error::Other(kind)) => self.fail(idx, kind),
+        }
+        Ok(())
+    }
+
+    /// Drops `conn` now: its pending output is given up (counted in
+    /// [`Stats::bytes_dropped`]) and the next [`poll`](Self::poll) asks to close it with
+    /// [`CloseReason::Aborted`], which resets it. For an adapter that cannot go on with a
+    /// connection (for example one it could not register with its readiness source). An
+    /// `Accept`, `Recv` or `Send` asked for and not yet reported on `conn` is cancelled.
+    pub fn abort(&mut self, conn: ConnId) -> Result<(), ReportError> {
+        let idx = self.live(conn)?;
+        if self.slot_state(idx) != ConnState::Closing {
+            self.stats.aborted += 1;
+            self.mark_closing(idx, CloseReason::Aborted);
+        }
+        if matches!(self.pending, Some(Pending::Recv { conn: c, .. } | Pending::Send { conn: c, .. }) if c == conn)
+        {
+            self.pending = None;
+        }
+        Ok(())
+    }
+
+    /// Finishes `conn` in order, as a graceful shutdown does for every connection: no more
+    /// reads, every byte already read is sent, then `Shutdown` (FIN), then `Close` once the
+    /// peer is done. Nothing to do for a connection already on its way out.
+    pub fn close(&mut self, conn: ConnId) -> Result<(), ReportError> {
+        let idx = self.live(conn)?;
+        let slot = &mut self.slots[idx as usize];
+        if slot.state == Some(ConnState::Open) {
+            slot.state = Some(ConnState::Draining);
+            slot.writable = true;
+            if self.buffer_waiters.contains(self.slots, wait_links, idx) {
+                self.buffer_waiters.remove(self.slots, wait_links, idx);
+            }
+            self.schedule(idx);
         }
         Ok(())
     }

@@ -477,6 +477,70 @@ fn large_buffers_must_be_larger() {
 }
 
 #[test]
+fn abort_drops_a_connection_at_once_and_resets_it() {
+    let mut s = polling();
+    let [a, b] = connect(&mut s, T0, 2)[..] else {
+        unreachable!()
+    };
+    accept_would_block(&mut s, T0);
+    recv(&mut s, T0, a, b"lost");
+    send_outcome(&mut s, T0, a, nb::Error::WouldBlock);
+    // Asked to read a again, the adapter aborts it instead (say, it could not register it).
+    assert!(matches!(op(&mut s, T0), Op::Recv(c, _) if c == a));
+    s.abort(a).unwrap();
+    assert_eq!(
+        s.on_recv(T0, a, Ok(1)),
+        Err(ReportError::Unexpected),
+        "the read asked for is cancelled"
+    );
+    assert_eq!(op(&mut s, T0), Op::Close(a, CloseReason::Aborted));
+    assert!(CloseReason::Aborted.is_abortive());
+    let st = *s.stats();
+    assert_eq!((st.aborted, st.bytes_dropped, st.active), (1, 4, 1));
+    assert_eq!(s.abort(a), Err(ReportError::StaleConn(a)));
+    // b is unaffected.
+    recv(&mut s, T0, b, b"kept");
+    send(&mut s, T0, b, b"KEPT", 4);
+    balanced(&s);
+}
+
+#[test]
+fn close_finishes_a_connection_in_order() {
+    let mut s = polling();
+    let c = accept(&mut s, T0);
+    recv(&mut s, T0, c, b"last");
+    s.close(c).unwrap();
+    // No more reads: the pending bytes go out, then FIN, then it lingers for the peer's.
+    send(&mut s, T0, c, b"LAST", 4);
+    assert_eq!(op(&mut s, T0), Op::Shutdown(c));
+    assert_eq!(s.conn_state(c), Ok(ConnState::Lingering));
+    s.close(c).unwrap();
+    assert_eq!(
+        s.conn_state(c),
+        Ok(ConnState::Lingering),
+        "already on its way out"
+    );
+    recv(&mut s, T0, c, b"");
+    assert_eq!(op(&mut s, T0), Op::Close(c, CloseReason::Done));
+    assert_eq!(s.stats().aborted, 0);
+}
+
+#[test]
+fn only_giving_up_resets() {
+    for reason in [CloseReason::Forced, CloseReason::Aborted] {
+        assert!(reason.is_abortive(), "{reason}");
+    }
+    for reason in [
+        CloseReason::Done,
+        CloseReason::Refused,
+        CloseReason::TimedOut,
+        CloseReason::Failed(ErrorKind::ConnectionReset),
+    ] {
+        assert!(!reason.is_abortive(), "{reason}");
+    }
+}
+
+#[test]
 fn polling_passes_accept_up_to_their_budget_then_serve() {
     let config = Config {
         accepts_per_pass: 2,

@@ -25,6 +25,8 @@ pub struct Stats {
     pub timeouts: u64,
     /// Connections force-closed at the graceful shutdown deadline.
     pub forced: u64,
+    /// Connections dropped at the caller's request ([`Server::abort`](crate::Server::abort)).
+    pub aborted: u64,
     /// Failed accepts other than would-block (out of file descriptors, ...).
     pub accept_errors: u64,
     /// Bytes received and kept for echoing.
@@ -58,6 +60,7 @@ impl core::ops::AddAssign for Stats {
             failed,
             timeouts,
             forced,
+            aborted,
             accept_errors,
             bytes_in,
             bytes_out,
@@ -72,6 +75,7 @@ impl core::ops::AddAssign for Stats {
         self.failed += failed;
         self.timeouts += timeouts;
         self.forced += forced;
+        self.aborted += aborted;
         self.accept_errors += accept_errors;
         self.bytes_in += bytes_in;
         self.bytes_out += bytes_out;
@@ -85,7 +89,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "accepted={} refused={} active={} closed={} peer_closed={} failed={} timeouts={} \
-             forced={} accept_errors={} bytes_in={} bytes_out={} bytes_dropped={} bytes_discarded={}",
+             forced={} aborted={} accept_errors={} bytes_in={} bytes_out={} bytes_dropped={} bytes_discarded={}",
             self.accepted,
             self.refused,
             self.active,
@@ -94,6 +98,7 @@ impl fmt::Display for Stats {
             self.failed,
             self.timeouts,
             self.forced,
+            self.aborted,
             self.accept_errors,
             self.bytes_in,
             self.bytes_out,

@@ -29,7 +29,7 @@
 use core::cell::{Cell, RefCell, RefMut};
 use core::fmt;
 
-use nbecho_core::{nb, ErrorKind, Listener, Stream};
+use nbecho_core::{nb, CloseReason, ErrorKind, Listener, Stream};
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 
@@ -39,6 +39,9 @@ pub struct Sockets<'a, const N: usize> {
     handles: [SocketHandle; N],
     /// Handed out as a stream (not listening, not to be re-armed).
     taken: [Cell<bool>; N],
+    /// Given back by its stream with an orderly close still under way: not a new
+    /// connection, and re-armed only once closed.
+    releasing: [Cell<bool>; N],
     port: u16,
 }
 
@@ -59,6 +62,7 @@ impl<'a, const N: usize> Sockets<'a, N> {
             set: RefCell::new(set),
             handles,
             taken: core::array::from_fn(|_| Cell::new(false)),
+            releasing: core::array::from_fn(|_| Cell::new(false)),
             port,
         }
     }
@@ -97,6 +101,12 @@ impl<'s, 'a, const N: usize> Listener for SmolListener<'s, 'a, N> {
                 continue;
             }
             let socket = set.get_mut::<tcp::Socket>(handle);
+            if sockets.releasing[i].get() {
+                if socket.is_open() {
+                    continue; // its close handshake is not over
+                }
+                sockets.releasing[i].set(false);
+            }
             if !socket.is_open() {
                 // Closed (or in TIME-WAIT): listen again. The port is never 0, and a
                 // socket that is not open can always listen.
@@ -160,15 +170,21 @@ impl<const N: usize> Stream for SmolStream<'_, '_, N> {
         Ok(())
     }
 
-    fn close(self) {
+    fn close(self, reason: CloseReason) {
         self.with(|socket| {
-            if socket.may_send() {
-                // Never shut down: an abortive close (refused, timed out, forced).
+            if reason.is_abortive() || socket.may_send() {
+                // Giving up on output (forced at the deadline, aborted): RST. And an
+                // orderly close before our FIN (refused, timed out, failed) resets too:
+                // smoltcp cannot throw away what the peer goes on sending once the socket
+                // is given back, so a FIN would leave the socket pinned in FIN-WAIT while
+                // the peer writes into a full window; the std adapter's kernel resets a
+                // socket closed with unread input in the same way.
                 socket.abort();
             }
-            // Otherwise our FIN is out: smoltcp finishes the close handshake by itself.
+            // After our FIN, smoltcp finishes the close handshake by itself.
         });
         // Re-armed by `accept` once the socket is closed.
+        self.sockets.releasing[self.index].set(true);
         self.sockets.taken[self.index].set(false);
     }
 }

@@ -4,7 +4,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 
-use nbecho_core::{nb, ErrorKind, Listener, Stream};
+use nbecho_core::{nb, CloseReason, ErrorKind, Listener, Stream};
 use socket2::{Domain, Protocol, Socket as RawSocket, Type};
 
 /// `io::Error` → the core's outcome: would-block is "not now", anything else a failure.
@@ -31,11 +31,18 @@ pub fn bind(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<std:
 }
 
 /// A connected TCP socket in non-blocking mode.
-pub trait Socket: Read + Write {
+pub trait Socket: Read + Write + std::os::fd::AsFd {
     /// Shuts down the write side (FIN).
     fn shutdown_write(&self) -> io::Result<()>;
     /// The peer's address.
     fn peer_addr(&self) -> io::Result<SocketAddr>;
+    /// Makes the coming close a reset (RST): `SO_LINGER` with a zero timeout.
+    fn reset_on_close(&self) -> io::Result<()>
+    where
+        Self: Sized,
+    {
+        socket2::SockRef::from(self).set_linger(Some(std::time::Duration::ZERO))
+    }
 }
 
 /// A listening TCP socket in non-blocking mode.
@@ -168,5 +175,12 @@ impl<S: Socket> Stream for NetStream<S> {
 
     fn shutdown_write(&mut self) -> Result<(), ErrorKind> {
         self.0.shutdown_write().map_err(|e| e.kind().into())
+    }
+
+    fn close(self, reason: CloseReason) {
+        if reason.is_abortive() {
+            // Best effort: if it fails, dropping still closes (with a FIN).
+            let _ = self.0.reset_on_close();
+        }
     }
 }

@@ -297,7 +297,12 @@ fn serve_on(
 trait Io {
     type Raw: Accept;
     const SCHEDULING: Scheduling;
-    fn accepted(&mut self, conn: ConnId, stream: &mut NetStream<<Self::Raw as Accept>::Socket>);
+    /// A new connection; an error means it cannot be served (the loop aborts it).
+    fn accepted(
+        &mut self,
+        conn: ConnId,
+        stream: &mut NetStream<<Self::Raw as Accept>::Socket>,
+    ) -> io::Result<()>;
     fn wait(&mut self, server: &mut Server<'_, Mode>, clock: &Clock, until: Option<Instant>);
     /// Stop signals received since the last call (checked after each wait, and every
     /// `CLOCK_EVERY` steps while the server does not wait).
@@ -313,7 +318,9 @@ impl Io for Polling {
     type Raw = std::net::TcpListener;
     const SCHEDULING: Scheduling = Scheduling::Polling;
 
-    fn accepted(&mut self, _: ConnId, _: &mut NetStream<std::net::TcpStream>) {}
+    fn accepted(&mut self, _: ConnId, _: &mut NetStream<std::net::TcpStream>) -> io::Result<()> {
+        Ok(())
+    }
 
     fn wait(&mut self, _: &mut Server<'_, Mode>, clock: &Clock, until: Option<Instant>) {
         clock.sleep_until(until, MAX_NAP);
@@ -359,18 +366,14 @@ impl Io for Epoll {
     type Raw = mio::net::TcpListener;
     const SCHEDULING: Scheduling = Scheduling::Readiness;
 
-    fn accepted(&mut self, conn: ConnId, stream: &mut MioStream) {
+    fn accepted(&mut self, conn: ConnId, stream: &mut MioStream) -> io::Result<()> {
         // Edge-triggered, both directions, for the connection's whole life: an edge fires
         // only when readiness changes, so write interest costs nothing while the socket
         // stays writable, and registering once saves an epoll_ctl per would-block.
         let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut stream.0, mio::Token(conn.index()), interest)
-        {
-            warn!(%conn, error = %e, "cannot register with epoll; the connection will time out");
-        }
+        self.poll
+            .registry()
+            .register(&mut stream.0, mio::Token(conn.index()), interest)
     }
 
     fn wait(&mut self, server: &mut Server<'_, Mode>, clock: &Clock, until: Option<Instant>) {
@@ -499,7 +502,11 @@ fn serve<I: Io>(
                             Err(_) => debug!(%conn, "accepted"),
                         }
                     }
-                    io.accepted(conn, stream);
+                    if let Err(e) = io.accepted(conn, stream) {
+                        // Unserved, it would wait for its idle timeout (or for ever).
+                        warn!(%conn, error = %e, "cannot register with epoll; closing the connection");
+                        let _ = driver.server_mut().abort(conn);
+                    }
                 }
             }
             Step::Refused => {

@@ -1073,7 +1073,19 @@ fn check_end(
             if !pipe.server_read.is_empty() || pipe.written != 0 {
                 return Err(format!("refused client {i} was served"));
             }
+            if pipe.closed_with != Some(CloseReason::Refused) {
+                return Err(format!(
+                    "refused client {i}'s stream was closed with {:?}",
+                    pipe.closed_with
+                ));
+            }
             continue;
+        }
+        if pipe.accepted && pipe.closed_with != model.reasons[i] {
+            return Err(format!(
+                "client {i}'s stream was closed with {:?}, the close said {:?}",
+                pipe.closed_with, model.reasons[i]
+            ));
         }
         if !pipe.accepted {
             // Connected after the shutdown began: never accepted, never served.

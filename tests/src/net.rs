@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use nbecho_core::{nb, ErrorKind, Instant, Listener, Stream};
+use nbecho_core::{nb, CloseReason, ErrorKind, Instant, Listener, Stream};
 
 use crate::rng::Rng;
 use crate::schedule::{Behaviour, ClientPlan, Faults};
@@ -42,6 +42,8 @@ pub struct Pipe {
     pub reset: bool,
     /// The server released its stream.
     pub server_closed: bool,
+    /// Why, as the server's stream was told at its close.
+    pub closed_with: Option<CloseReason>,
     /// The server accepted it.
     pub accepted: bool,
     /// Everything the server read before its FIN (what it must echo).
@@ -436,10 +438,11 @@ impl Stream for SimStream {
         Ok(())
     }
 
-    fn close(self) {
+    fn close(self, reason: CloseReason) {
         let mut guard = self.net.borrow_mut();
         let net = &mut *guard;
         let pipe = &mut net.pipes[self.client];
+        pipe.closed_with = Some(reason);
         let again = std::mem::replace(&mut pipe.server_closed, true);
         if again {
             net.violations

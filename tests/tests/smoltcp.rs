@@ -57,7 +57,8 @@ fn a_reset_client_is_dropped_and_the_others_are_unaffected() {
 #[test]
 fn beyond_capacity_a_connection_is_refused_then_later_ones_are_served() {
     // The core holds 2; 4 sockets listen, so the third is accepted by smoltcp and refused
-    // by the core with a reset. Once the first two are done, a fourth is served.
+    // by the core with a reset (it was sending: see `SmolStream::close`). Once the first
+    // two are done, a fourth is served.
     let clients = [
         client(8_000, 8, 0),
         client(8_000, 9, 0),
