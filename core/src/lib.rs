@@ -23,8 +23,12 @@
 //!   `Err(nb::Error::WouldBlock)`; a failure is `Err(nb::Error::Other(kind))` with an
 //!   [`ErrorKind`] (embedded-io's). `Shutdown` and `Close` need no report;
 //! - **events from outside**: readiness ([`on_ready`](Server::on_ready),
-//!   [`on_listener_ready`](Server::on_listener_ready)) for readiness-driven callers, and
-//!   [`begin_shutdown`](Server::begin_shutdown).
+//!   [`on_listener_ready`](Server::on_listener_ready)) for readiness-driven callers,
+//!   [`begin_shutdown`](Server::begin_shutdown), and the caller's own decisions about one
+//!   connection: [`close`](Server::close) (finish it in order) and
+//!   [`abort`](Server::abort) (drop it now). Every `Close` carries a [`CloseReason`];
+//!   [`Stream::close`] receives it, and [`CloseReason::is_abortive`] says whether to reset
+//!   the stream or close it in order, the same rule for every adapter.
 //!
 //! The order is: `poll`, perform the action, report it (if it is `Accept`, `Recv` or
 //! `Send`), `poll` again. Time is an input: every call that needs it takes `now`. A report
