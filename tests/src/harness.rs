@@ -168,6 +168,15 @@ struct Since {
     at: Instant,
 }
 
+/// What the simulated application asked of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AppCall {
+    /// [`Server::abort`]: it must close, reset, within the service bound.
+    Abort,
+    /// [`Server::close`]: no more reads before its FIN, then an orderly end.
+    Close,
+}
+
 /// What the harness knows, from the driver's steps and the network alone.
 #[derive(Debug)]
 struct Model {
@@ -196,6 +205,11 @@ struct Model {
     accepts_per_pass: u64,
     /// Every id ever admitted: none may be issued twice.
     issued: BTreeSet<ConnId>,
+    /// Per client: what the application asked of its connection, if anything.
+    app: Vec<Option<AppCall>>,
+    /// Operations at the application's last call, and how many calls it made.
+    app_last_ops: u64,
+    app_calls: u64,
     ops: u64,
     longest_wait: u64,
     largest_buffer: usize,
@@ -231,6 +245,9 @@ impl Model {
             accepts_in_a_row: 0,
             accepts_per_pass,
             issued: BTreeSet::new(),
+            app: vec![None; clients],
+            app_last_ops: 0,
+            app_calls: 0,
             ops: 0,
             longest_wait: 0,
             largest_buffer: 0,
@@ -384,6 +401,10 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
             }
         }
 
+        if let Some(every) = s.server.app_every {
+            app_acts(&mut driver, &mut model, u64::from(every)).map_err(|e| fail(step, e))?;
+        }
+
         let taken = driver.step(now);
         fmt::Write::write_fmt(&mut trace, format_args!("{now:?} {taken:?}\n")).ok();
         if print_trace {
@@ -487,6 +508,37 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
         trace_hash: trace.0,
         stats,
     })
+}
+
+/// Every `every` operations, the application aborts or closes (in turn) the live
+/// connection in the lowest slot it has not yet touched.
+fn app_acts(driver: &mut SimDriver<'_>, model: &mut Model, every: u64) -> Result<(), String> {
+    if model.ops == 0 || model.ops % every != 0 || model.app_last_ops == model.ops {
+        return Ok(());
+    }
+    model.app_last_ops = model.ops;
+    let target = model
+        .slots
+        .iter()
+        .flatten()
+        .find(|&&(_, client)| model.app[client].is_none())
+        .copied();
+    let Some((conn, client)) = target else {
+        return Ok(());
+    };
+    let call = if model.app_calls % 2 == 0 {
+        AppCall::Abort
+    } else {
+        AppCall::Close
+    };
+    model.app_calls += 1;
+    model.app[client] = Some(call);
+    let server = driver.server_mut();
+    match call {
+        AppCall::Abort => server.abort(conn),
+        AppCall::Close => server.close(conn),
+    }
+    .map_err(|e| format!("{call:?} on the live {conn}: {e}"))
 }
 
 /// Reports the pending readiness edges to the server; true if there were any.
@@ -615,6 +667,11 @@ fn observe(
                     "{conn} read after the shutdown began, before its FIN: a shutdown stops reading"
                 ));
             }
+            if model.app[client] == Some(AppCall::Close) && !model.shut_down[client] {
+                return Err(format!(
+                    "{conn} read after the application closed it, before its FIN"
+                ));
+            }
             match outcome {
                 Ok(0) => {
                     model.peer_closed += 1;
@@ -702,6 +759,9 @@ fn check_close_reason(
                 )),
             }
         }
+        CloseReason::Aborted if model.app[client] != Some(AppCall::Abort) => Err(format!(
+            "client {client} closed as aborted, which nobody asked for"
+        )),
         CloseReason::Failed(_) => Ok(()),
         _ => Ok(()),
     }
@@ -848,14 +908,15 @@ fn check_service(
             .buffer_capacity(conn)
             .map_err(|e| format!("{conn}: {e}"))?;
         model.largest_buffer = model.largest_buffer.max(capacity);
-        let ready = serviceable(
-            state,
-            pending,
-            capacity,
-            can_lend,
-            &n.pipes[client],
-            model.eof_read[client],
-        );
+        let ready = model.app[client] == Some(AppCall::Abort)
+            || serviceable(
+                state,
+                pending,
+                capacity,
+                can_lend,
+                &n.pipes[client],
+                model.eof_read[client],
+            );
         let since = &mut model.ready_since[client];
         match (*since, ready) {
             (_, false) => *since = None,
@@ -1053,11 +1114,12 @@ fn check_end(
         reasons(|r| matches!(r, CloseReason::TimedOut)),
         reasons(|r| matches!(r, CloseReason::Forced)),
         reasons(|r| matches!(r, CloseReason::Failed(_))),
+        reasons(|r| matches!(r, CloseReason::Aborted)),
     );
-    if (st.timeouts, st.forced, st.failed) != seen {
+    let counted = (st.timeouts, st.forced, st.failed, st.aborted);
+    if counted != seen {
         return Err(format!(
-            "(timeouts, forced, failed) counted {:?}, closes seen {seen:?}",
-            (st.timeouts, st.forced, st.failed)
+            "(timeouts, forced, failed, aborted) counted {counted:?}, closes seen {seen:?}"
         ));
     }
     let mid_shutdown = s.server.shutdown_at_ms.is_some();
@@ -1102,7 +1164,12 @@ fn check_end(
                     ));
                 }
                 let complete = pipe.server_read == client.payload;
-                if client.plan.behaviour == Behaviour::HalfClose && !mid_shutdown && !complete {
+                let app_closed = model.app[i].is_some();
+                if client.plan.behaviour == Behaviour::HalfClose
+                    && !mid_shutdown
+                    && !app_closed
+                    && !complete
+                {
                     return Err(format!(
                         "client {i} half-closed but the server read {} of {} bytes",
                         pipe.server_read.len(),

@@ -46,6 +46,9 @@ pub struct ServerPlan {
     pub large_buffers: u8,
     /// How many times larger than `buffer_size` they are (2..=8).
     pub large_factor: u8,
+    /// Every this many operations (50..=20000), the application takes a hand: it aborts
+    /// or closes (in turn) the live connection in the lowest slot; or never.
+    pub app_every: Option<u16>,
     /// Start a graceful shutdown at this time (ms), mid-traffic, with a 2 s deadline.
     pub shutdown_at_ms: Option<u16>,
 }
@@ -116,6 +119,7 @@ impl Schedule {
             identity: false,
             large_buffers: 0,
             large_factor: 2,
+            app_every: None,
         };
         let mut faults = Faults {
             accept_would_block: small(&mut rng, 40),
@@ -153,6 +157,7 @@ impl Schedule {
             server.large_buffers = rng.range(1, 4) as u8;
             server.large_factor = rng.range(2, 8) as u8;
         }
+        server.app_every = rng.chance(25).then(|| rng.range(50, 5000) as u16);
         faults.interrupted = if rng.chance(50) {
             small(&mut rng, 20)
         } else {
@@ -183,6 +188,7 @@ impl Schedule {
             identity: s.identity,
             large_buffers: s.large_buffers.min(4),
             large_factor: clamp(s.large_factor.into(), 2, 8) as u8,
+            app_every: s.app_every.map(|n| clamp(n.into(), 50, 20_000) as u16),
         };
         let f = &self.faults;
         let rate = |r: u8| r.min(60);
@@ -260,8 +266,11 @@ pub mod strategy {
             proptest::option::weighted(0.2, 0..3000u16),
             any::<bool>(),
             proptest::bool::weighted(0.25),
-            prop_oneof![Just(0u8), 1..=4u8],
-            2..=8u8,
+            (
+                prop_oneof![Just(0u8), 1..=4u8],
+                2..=8u8,
+                proptest::option::weighted(0.25, 50..5000u16),
+            ),
         )
             .prop_map(
                 |(
@@ -274,8 +283,7 @@ pub mod strategy {
                     shutdown_at_ms,
                     edge_batches,
                     identity,
-                    large_buffers,
-                    large_factor,
+                    (large_buffers, large_factor, app_every),
                 )| {
                     ServerPlan {
                         capacity,
@@ -289,6 +297,7 @@ pub mod strategy {
                         identity,
                         large_buffers,
                         large_factor,
+                        app_every,
                     }
                 },
             )

@@ -26,6 +26,7 @@ fn a_plain_echo() {
             identity: false,
             large_buffers: 0,
             large_factor: 2,
+            app_every: None,
         },
         faults: Faults::default(),
         clients: vec![ClientPlan {
@@ -44,6 +45,7 @@ fn a_plain_echo() {
 /// Runs `count` seeds from `from`; prints the totals.
 fn seeds(from: u64, count: u64) {
     let (mut steps, mut bytes, mut faults, mut conns, mut longest) = (0, 0, 0, 0, 0);
+    let mut aborted = 0;
     for seed in from..from + count {
         let report = pass(&Schedule::from_seed(seed));
         steps += report.steps;
@@ -51,11 +53,13 @@ fn seeds(from: u64, count: u64) {
         faults += report.faults;
         conns += report.accepted + report.refused;
         longest = longest.max(report.longest_wait_ops);
+        aborted += report.stats.aborted;
     }
     println!(
         "{count} schedules (seeds {from}..{}): {steps} steps, {conns} connections, \
          {bytes} echo bytes checked, {faults} faults injected, 0 bytes lost, duplicated or \
-         reordered; the longest wait for service was {longest} operations",
+         reordered; the longest wait for service was {longest} operations; \
+         {aborted} connections aborted by the application",
         from + count
     );
 }
@@ -126,6 +130,7 @@ fn bulk_transfers_use_large_buffers() {
             identity: false,
             large_buffers: 2,
             large_factor: 8,
+            app_every: None,
         },
         faults: Faults::default(),
         clients: vec![
@@ -183,6 +188,7 @@ fn bulk_streams_do_not_starve_a_newcomer() {
                 identity: false,
                 large_buffers: 0,
                 large_factor: 2,
+                app_every: None,
             },
             faults: Faults::default(),
             clients,
