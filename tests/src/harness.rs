@@ -513,7 +513,7 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
 /// Every `every` operations, the application aborts or closes (in turn) the live
 /// connection in the lowest slot it has not yet touched.
 fn app_acts(driver: &mut SimDriver<'_>, model: &mut Model, every: u64) -> Result<(), String> {
-    if model.ops == 0 || model.ops % every != 0 || model.app_last_ops == model.ops {
+    if model.ops == 0 || !model.ops.is_multiple_of(every) || model.app_last_ops == model.ops {
         return Ok(());
     }
     model.app_last_ops = model.ops;
@@ -526,7 +526,7 @@ fn app_acts(driver: &mut SimDriver<'_>, model: &mut Model, every: u64) -> Result
     let Some((conn, client)) = target else {
         return Ok(());
     };
-    let call = if model.app_calls % 2 == 0 {
+    let call = if model.app_calls.is_multiple_of(2) {
         AppCall::Abort
     } else {
         AppCall::Close
