@@ -5,7 +5,7 @@
 //! # Features
 //!
 //! - `cli` (default): what the `nbecho` binary needs (clap, tracing-subscriber) and `bench`.
-//! - `bench`: the [`bench`] load generator (hdrhistogram, indicatif).
+//! - `bench`: the [`bench`](mod@bench) load generator (hdrhistogram, indicatif).
 //!
 //! Without them (`default-features = false`) the library is the adapter alone: sockets,
 //! the clock, [`serve`], [`client`] and [`args`], on mio, socket2, signal-hook and tracing.
