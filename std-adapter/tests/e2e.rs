@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{echo, pattern, run, try_echo, upper, write_until_stalled, Server, BIN, LIMIT};
+use common::{echo, pattern, run, spawn, try_echo, upper, write_until_stalled, Server, BIN, LIMIT};
 
 // ---- echo --------------------------------------------------------------------------------
 
@@ -105,13 +105,7 @@ both_drivers! {
 /// Starts `nbecho client ADDR --interactive` with its stdin open and silent; returns the
 /// child and its stdin (keep it to keep the input open).
 fn silent_interactive_client(addr: &str) -> (std::process::Child, std::process::ChildStdin) {
-    let mut child = Command::new(BIN)
-        .args(["client", addr, "--interactive"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&["client", addr, "--interactive"]);
     let stdin = child.stdin.take().unwrap();
     (child, stdin)
 }
@@ -198,13 +192,7 @@ fn the_interactive_client_shows_control_bytes_escaped() {
 fn a_piped_client_whose_reader_goes_away_stops_quietly() {
     use std::os::unix::process::ExitStatusExt;
     let server = Server::start(&[]);
-    let mut child = Command::new(BIN)
-        .args(["client", &server.addr.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&["client", &server.addr.to_string()]);
     // `yes hello | nbecho client | head -1`: endless input, and the reader leaves.
     let mut stdin = child.stdin.take().unwrap();
     thread::spawn(move || while stdin.write_all(b"hello\n").is_ok() {});
@@ -296,6 +284,7 @@ fn bad_flags_are_clean_errors() {
         &["client", "not an address"],
         &["bench", "--duration", "0"],
         &["bench", "--rate", "-3"],
+        &["bench", "--server-pid", "4000000"],
         &["frobnicate"],
     ] {
         let out = run(args, b"");
@@ -646,10 +635,9 @@ both_drivers! {
 }
 
 #[test]
-fn bench_needs_a_running_server_pid() {
-    let out = run(&["bench", "--server-pid", "4000000", "-d", "0.1"], b"");
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+fn bench_says_when_the_server_pid_is_not_running() {
+    // A bad flag like the others (exit 2, see above), and it says why.
+    let stderr = String::from_utf8(run(&["bench", "--server-pid", "4000000"], b"").stderr).unwrap();
     assert!(stderr.contains("no process 4000000 is running"), "{stderr}");
 }
 

@@ -222,14 +222,19 @@ pub(crate) fn echo(stream: TcpStream, data: &[u8]) -> Vec<u8> {
     try_echo(stream, data).expect("echo")
 }
 
-pub(crate) fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
+/// Starts `nbecho ARGS` with its stdin, stdout and stderr piped to the test.
+pub(crate) fn spawn(args: &[&str]) -> std::process::Child {
+    Command::new(BIN)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .expect("spawn nbecho")
+}
+
+pub(crate) fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = spawn(args);
     let mut input = child.stdin.take().unwrap();
     let stdin = stdin.to_vec();
     let feeder = thread::spawn(move || {
