@@ -919,15 +919,7 @@ impl<'a, T: Transform> Server<'a, T> {
     /// peer is done. Nothing to do for a connection already on its way out.
     pub fn close(&mut self, conn: ConnId) -> Result<(), ReportError> {
         let idx = self.live(conn)?;
-        let slot = &mut self.slots[idx as usize];
-        if slot.state == Some(ConnState::Open) {
-            slot.state = Some(ConnState::Draining);
-            slot.writable = true;
-            if self.buffer_waiters.contains(self.slots, wait_links, idx) {
-                self.buffer_waiters.remove(self.slots, wait_links, idx);
-            }
-            self.schedule(idx);
-        }
+        self.drain(idx);
         Ok(())
     }
 
@@ -960,12 +952,20 @@ impl<'a, T: Transform> Server<'a, T> {
     pub fn begin_shutdown(&mut self, deadline: Instant) {
         self.shutdown_deadline = Some(self.shutdown_deadline.map_or(deadline, |d| d.min(deadline)));
         for idx in 0..self.fresh_slots {
-            let slot = &mut self.slots[idx as usize];
-            if slot.state == Some(ConnState::Open) {
-                slot.state = Some(ConnState::Draining);
-                slot.writable = true;
-                self.schedule(idx);
+            self.drain(idx);
+        }
+    }
+
+    /// An open connection stops reading and flushes what it read, then `Shutdown`.
+    fn drain(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        if slot.state == Some(ConnState::Open) {
+            slot.state = Some(ConnState::Draining);
+            slot.writable = true;
+            if self.buffer_waiters.contains(self.slots, wait_links, idx) {
+                self.buffer_waiters.remove(self.slots, wait_links, idx);
             }
+            self.schedule(idx);
         }
     }
 
