@@ -448,10 +448,7 @@ impl<'a, T: Transform> Server<'a, T> {
             self.pass_progress = true;
             return Some(Plan::Shutdown(conn));
         }
-        if state.may_recv()
-            && slot.readable
-            && (slot.block == NIL || slot.len < self.pool.capacity(slot.block))
-        {
+        if state.may_recv() && slot.readable && has_room(&self.pool, slot) {
             if slot.block == NIL {
                 match self.pool.alloc(slot.bulk) {
                     Some(block) => self.slots[idx as usize].block = block,
@@ -520,7 +517,7 @@ impl<'a, T: Transform> Server<'a, T> {
             || (slot.len == 0 && matches!(state, ConnState::PeerClosed | ConnState::Draining))
             || (state.may_recv()
                 && slot.readable
-                && (slot.block == NIL || slot.len < self.pool.capacity(slot.block))
+                && has_room(&self.pool, slot)
                 // Without a buffer to read into there is nothing to do until one comes
                 // back (`release_block` hands it to the first in line).
                 && (slot.block != NIL || self.pool.can_lend()))
@@ -1023,4 +1020,9 @@ const fn fails_one_connection(kind: ErrorKind) -> bool {
             | ErrorKind::TimedOut
             | ErrorKind::NotConnected
     )
+}
+
+/// Room to read into: no buffer yet (one is lent on the first read), or one not full.
+fn has_room(pool: &Buffers<'_>, slot: &Slot) -> bool {
+    slot.block == NIL || slot.len < pool.capacity(slot.block)
 }
