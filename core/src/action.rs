@@ -8,9 +8,9 @@ use crate::time::Instant;
 
 /// The next operation, from [`Server::poll`](crate::Server::poll).
 ///
-/// Every `Accept`, `Recv` and `Send` must be reported with the matching `on_*` call before
-/// the next `poll` (a `poll` without a report counts the operation as not done).
-/// `Shutdown` and `Close` need no report.
+/// Every `Accept`, `Recv`, `Send` and `Probe` must be reported with the matching `on_*`
+/// call before the next `poll` (a `poll` without a report counts the operation as not
+/// done). `Shutdown` and `Close` need no report.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "an action is an operation the caller must perform"]
 pub enum Action<'a> {
@@ -46,6 +46,19 @@ pub enum Action<'a> {
     /// Every byte is flushed: shut down the write side of `conn` (TCP FIN).
     Shutdown {
         /// The connection to shut down.
+        conn: ConnId,
+    },
+    /// `conn` is lingering (write side shut, output flushed to the transport): find out
+    /// how many bytes it wrote, FIN included, the peer has not acknowledged yet, and
+    /// report with [`on_probe`](crate::Server::on_probe). With all delivered the server
+    /// closes it rather than wait for a peer that keeps its side open; while some are in
+    /// flight it asks again with a growing pause ([`Config::probe_backoff_min`]); a
+    /// transport that cannot tell answers `Unsupported` and the connection lingers until
+    /// the peer's end-of-stream (or a timeout), as it always may.
+    ///
+    /// [`Config::probe_backoff_min`]: crate::Config::probe_backoff_min
+    Probe {
+        /// The connection to probe.
         conn: ConnId,
     },
     /// Release the socket of `conn`. Its id is stale from now on.

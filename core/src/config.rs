@@ -47,6 +47,14 @@ pub struct Config {
     /// The accept pause doubles up to this, while failures go on. Default 1 s. A closed
     /// connection (a freed descriptor) ends the pause early.
     pub accept_backoff_max: Duration,
+    /// First pause before a lingering connection whose output is still in flight is
+    /// probed again ([`Action::Probe`](crate::Action::Probe)). Default 1 ms.
+    pub probe_backoff_min: Duration,
+    /// The pause between probe rounds doubles up to this while connections wait for
+    /// their output to be acknowledged. Default 50 ms: a connection is closed at most
+    /// that long after its last byte is acknowledged, and each waiting connection costs
+    /// at most 20 probes a second.
+    pub probe_backoff_max: Duration,
 }
 
 impl Default for Config {
@@ -60,6 +68,8 @@ impl Default for Config {
             idle_backoff_max: Duration::from_millis(10),
             accept_backoff_min: Duration::from_millis(10),
             accept_backoff_max: Duration::from_secs(1),
+            probe_backoff_min: Duration::from_millis(1),
+            probe_backoff_max: Duration::from_millis(50),
         }
     }
 }

@@ -46,8 +46,10 @@ impl fmt::Display for ConnId {
 ///            peer EOF                flushed: Shutdown
 ///   Open ─────────────▶ PeerClosed ─────────────────────▶ Closing ──▶ (Close)
 ///    │                                                       ▲
-///    │ server shutdown        flushed: Shutdown   peer EOF   │
+///    │ server shutdown        flushed: Shutdown  peer EOF,   │
+///    │ or close()                                 or output  │
 ///    └──────────────▶ Draining ─────────────────▶ Lingering ─┘
+///                                                 delivered
 ///
 ///   reset, broken pipe, idle timeout, shutdown deadline: any state ──▶ Closing
 /// ```
@@ -61,8 +63,10 @@ pub enum ConnState {
     /// The server is shutting down: no more echo reads; flushing what was read, then
     /// [`Shutdown`](crate::Action::Shutdown).
     Draining,
-    /// Our write side is shut: reading and discarding until the peer's end-of-stream, so
-    /// that closing never resets a connection whose last bytes are still in flight.
+    /// Our write side is shut: reading and discarding until the peer's end-of-stream, or
+    /// until the transport confirms that every byte and the FIN were acknowledged
+    /// ([`Action::Probe`](crate::Action::Probe)), so that closing never resets a
+    /// connection whose last bytes are still in flight.
     Lingering,
     /// Finished: the next [`Action::Close`](crate::Action::Close) releases it.
     Closing,
@@ -162,6 +166,9 @@ pub struct Slot {
     pub(crate) queued: bool,
     /// The last read filled its buffer: prefer a large buffer next time.
     pub(crate) bulk: bool,
+    /// Lingering: ask the transport whether its output is delivered
+    /// ([`Action::Probe`](crate::Action::Probe)) at the next visit.
+    pub(crate) probe_due: bool,
     pub(crate) generation: u32,
     /// Next slot on the run queue (live slots) or on the free list (free slots).
     pub(crate) next: u32,
@@ -176,6 +183,10 @@ pub struct Slot {
     pub(crate) timer: Links,
     /// Place in the FIFO of connections waiting for a buffer to read into.
     pub(crate) wait: Links,
+    /// Lingering with output not yet acknowledged: bytes (and FIN) in flight at the last
+    /// probe, and the place in the list of connections probed again each round.
+    pub(crate) unacked: u32,
+    pub(crate) probe: Links,
 }
 
 impl Slot {
@@ -187,6 +198,7 @@ impl Slot {
         writable: false,
         queued: false,
         bulk: false,
+        probe_due: false,
         generation: 0,
         next: NIL,
         block: NIL,
@@ -195,6 +207,8 @@ impl Slot {
         deadline: Instant::MAX,
         timer: Links::UNLINKED,
         wait: Links::UNLINKED,
+        unacked: 0,
+        probe: Links::UNLINKED,
     };
 }
 

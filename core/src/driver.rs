@@ -23,6 +23,13 @@ pub trait Stream {
     }
     /// Shuts down the write side (TCP FIN), keeping the read side open.
     fn shutdown_write(&mut self) -> Result<(), ErrorKind>;
+    /// After [`shutdown_write`](Self::shutdown_write): how many bytes written, the FIN
+    /// counting as one, the peer has not acknowledged yet (`Ok(0)`: everything
+    /// delivered), for [`Action::Probe`]. The default answers `Unsupported`, and the
+    /// server then lingers until the peer's end-of-stream.
+    fn unacked(&mut self) -> Result<usize, ErrorKind> {
+        Err(ErrorKind::Unsupported)
+    }
     /// Releases the stream, closing it for `reason`: reset it (TCP RST) if
     /// [`reason.is_abortive()`](CloseReason::is_abortive), otherwise close it in order
     /// (FIN, if not sent already). The default drops it.
@@ -83,6 +90,13 @@ pub enum Step {
     AcceptFailed(ErrorKind),
     /// The write side of a connection was shut down.
     Shutdown(ConnId),
+    /// A lingering connection was probed for delivery; `outcome` went to the server.
+    Probe {
+        /// The connection probed.
+        conn: ConnId,
+        /// What the stream answered: bytes not yet acknowledged.
+        outcome: Result<usize, ErrorKind>,
+    },
     /// A connection was closed.
     Closed(ConnId, CloseReason),
     /// Nothing to do: sleep (or wait for readiness) until `until` at the latest.
@@ -229,6 +243,15 @@ impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
                     let _ = stream.shutdown_write();
                 }
                 Step::Shutdown(conn)
+            }
+            Action::Probe { conn } => {
+                let outcome = match self.streams[conn.index()].as_mut() {
+                    Some(stream) => stream.unacked(),
+                    None => Err(ErrorKind::NotConnected),
+                };
+                let reported = self.server.on_probe(now, conn, outcome);
+                debug_assert_eq!(reported, Ok(()));
+                Step::Probe { conn, outcome }
             }
             Action::Close { conn, reason } => {
                 if let Some(stream) = self.streams[conn.index()].take() {

@@ -15,11 +15,13 @@
 //!   [`capacity`](Server::capacity), ...;
 //! - **`poll`**: [`Server::poll`] returns the next [`Action`] to perform: `Accept`,
 //!   `Recv { conn, buf }`, `Send { conn, bytes, wrapped }`, `Shutdown { conn }`,
-//!   `Close { conn, reason }`, `Wait { until }`, or `Finished` after a graceful shutdown;
-//! - **`on_*`**: report the outcome of the `Accept`, `Recv` or `Send` just asked for, as
-//!   `nb::Result`s: [`on_accepted`](Server::on_accepted) /
+//!   `Probe { conn }`, `Close { conn, reason }`, `Wait { until }`, or `Finished` after a
+//!   graceful shutdown;
+//! - **`on_*`**: report the outcome of the `Accept`, `Recv`, `Send` or `Probe` just asked
+//!   for, as `nb::Result`s: [`on_accepted`](Server::on_accepted) /
 //!   [`on_accept_error`](Server::on_accept_error), [`on_recv`](Server::on_recv) (`Ok(0)` is
-//!   end-of-stream), [`on_send`](Server::on_send) (partial writes are normal). Would-block is
+//!   end-of-stream), [`on_send`](Server::on_send) (partial writes are normal),
+//!   [`on_probe`](Server::on_probe) (bytes the peer has not acknowledged). Would-block is
 //!   `Err(nb::Error::WouldBlock)`; a failure is `Err(nb::Error::Other(kind))` with an
 //!   [`ErrorKind`] (embedded-io's). `Shutdown` and `Close` need no report;
 //! - **events from outside**: readiness ([`on_ready`](Server::on_ready),
@@ -30,8 +32,8 @@
 //!   [`Stream::close`] receives it, and [`CloseReason::is_abortive`] says whether to reset
 //!   the stream or close it in order, the same rule for every adapter.
 //!
-//! The order is: `poll`, perform the action, report it (if it is `Accept`, `Recv` or
-//! `Send`), `poll` again. Time is an input: every call that needs it takes `now`. A report
+//! The order is: `poll`, perform the action, report it (if it is `Accept`, `Recv`, `Send`
+//! or `Probe`), `poll` again. Time is an input: every call that needs it takes `now`. A report
 //! that does not match the last action, or names a closed connection, is a
 //! [`ReportError`] and changes nothing; peer behaviour (resets, half-closes, silence) is
 //! never an error, only an outcome.
@@ -47,6 +49,11 @@
 //! - Memory is fixed and provided by the caller ([`Storage`]): a [`Slot`] header per
 //!   connection and an arena of buffers lent only to connections that hold data. A full
 //!   buffer stops reads from that connection (backpressure) until sends drain it.
+//! - A connection we finish (graceful shutdown, [`close`](Server::close)) lingers after its
+//!   `Shutdown`, reading and discarding, until the peer's end-of-stream or until the
+//!   transport reports every byte and the FIN acknowledged (`Probe`, asked again with a
+//!   back-off while some are in flight): a peer that keeps its side open does not hold a
+//!   graceful shutdown to its deadline, and nothing is reset while in flight.
 //! - At capacity, new connections are refused ([`Admission::Refused`]) and counted.
 //! - Failing accepts back off; idle polling passes back off ([`Action::Wait`] grows);
 //!   idle connections time out; connection ids are generational.
@@ -102,6 +109,7 @@
 //!             server.on_send(now, conn, Ok(n))?;
 //!         }
 //!         Action::Shutdown { .. } => assert_eq!(echoed, b"HELLO"),
+//!         Action::Probe { .. } => unreachable!("only after a shutdown of ours"),
 //!         Action::Close { reason, .. } => {
 //!             assert!(reason.is_clean());
 //!             break;

@@ -43,6 +43,13 @@ impl List {
         (self.head != NIL).then_some(self.head)
     }
 
+    /// The index after `idx`, which must be on the list.
+    #[inline]
+    pub(crate) fn next(slots: &mut [Slot], links: Select, idx: u32) -> Option<u32> {
+        let next = links(&mut slots[idx as usize]).next;
+        (next != NIL).then_some(next)
+    }
+
     /// True if `idx` is on this list.
     #[inline]
     pub(crate) fn contains(&self, slots: &mut [Slot], links: Select, idx: u32) -> bool {

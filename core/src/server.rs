@@ -81,6 +81,7 @@ enum Pending {
     Accept,
     Recv { conn: ConnId, start: u32, max: u32 },
     Send { conn: ConnId, max: u32 },
+    Probe { conn: ConnId },
 }
 
 /// An [`Action`] before it borrows the server's buffers.
@@ -90,6 +91,7 @@ enum Plan {
     Recv(ConnId, core::ops::Range<usize>),
     Send(ConnId, core::ops::Range<usize>, core::ops::Range<usize>),
     Shutdown(ConnId),
+    Probe(ConnId),
     Close(ConnId, CloseReason),
     Wait(Option<Instant>),
     Finished,
@@ -140,6 +142,11 @@ pub struct Server<'a, T> {
     /// Live connections in the order of their last progress: as the idle timeout is the
     /// same for all, the first has the earliest deadline. Empty without an idle timeout.
     timers: List,
+    /// Lingering connections whose output is still in flight, probed again each round:
+    /// rounds start `probe_backoff_min` after the list was empty and the pause doubles.
+    probes: List,
+    probe_backoff: Duration,
+    probe_at: Instant,
     shutdown_deadline: Option<Instant>,
     forced: bool,
     pending: Option<Pending>,
@@ -171,6 +178,8 @@ impl<'a, T: Transform> Server<'a, T> {
         config.idle_backoff_max = config.idle_backoff_max.max(config.idle_backoff_min);
         config.accept_backoff_min = config.accept_backoff_min.max(Duration::from_micros(1));
         config.accept_backoff_max = config.accept_backoff_max.max(config.accept_backoff_min);
+        config.probe_backoff_min = config.probe_backoff_min.max(Duration::from_micros(1));
+        config.probe_backoff_max = config.probe_backoff_max.max(config.probe_backoff_min);
         Self {
             config,
             slots: storage.slots,
@@ -194,6 +203,9 @@ impl<'a, T: Transform> Server<'a, T> {
             accept_backoff: Duration::ZERO,
             accept_retry_at: Instant::ZERO,
             timers: List::EMPTY,
+            probes: List::EMPTY,
+            probe_backoff: Duration::ZERO,
+            probe_at: Instant::MAX,
             shutdown_deadline: None,
             forced: false,
             pending: None,
@@ -297,6 +309,7 @@ impl<'a, T: Transform> Server<'a, T> {
                 wrapped: self.pool.bytes(wrapped),
             },
             Plan::Shutdown(conn) => Action::Shutdown { conn },
+            Plan::Probe(conn) => Action::Probe { conn },
             Plan::Close(conn, reason) => Action::Close { conn, reason },
             Plan::Wait(until) => Action::Wait { until },
             Plan::Finished => Action::Finished,
@@ -392,6 +405,9 @@ impl<'a, T: Transform> Server<'a, T> {
         if !self.accept_backoff.is_zero() && self.listener_ready {
             until = until.min(later(self.accept_retry_at));
         }
+        if self.probes.front().is_some() {
+            until = until.min(later(self.probe_at));
+        }
         if self.config.scheduling == Scheduling::Polling {
             self.idle_backoff = if self.idle_backoff.is_zero() {
                 self.config.idle_backoff_min
@@ -443,10 +459,17 @@ impl<'a, T: Transform> Server<'a, T> {
                 ConnState::Closing
             } else {
                 slot.readable = true;
+                slot.probe_due = true;
                 ConnState::Lingering
             });
             self.pass_progress = true;
             return Some(Plan::Shutdown(conn));
+        }
+        if slot.probe_due {
+            slot.probe_due = false;
+            self.visit_ops += 1;
+            self.pending = Some(Pending::Probe { conn });
+            return Some(Plan::Probe(conn));
         }
         if state.may_recv() && slot.readable && has_room(&self.pool, slot) {
             if slot.block == NIL {
@@ -513,6 +536,7 @@ impl<'a, T: Transform> Server<'a, T> {
             return false;
         };
         state == ConnState::Closing
+            || slot.probe_due
             || (slot.len > 0 && slot.writable && state.may_send())
             || (slot.len == 0 && matches!(state, ConnState::PeerClosed | ConnState::Draining))
             || (state.may_recv()
@@ -561,6 +585,9 @@ impl<'a, T: Transform> Server<'a, T> {
         }
         if self.timers.contains(self.slots, timer_links, idx) {
             self.timers.remove(self.slots, timer_links, idx);
+        }
+        if self.probes.contains(self.slots, probe_links, idx) {
+            self.probes.remove(self.slots, probe_links, idx);
         }
         let slot = self.slots[idx as usize];
         if slot.block != NIL {
@@ -629,15 +656,17 @@ impl<'a, T: Transform> Server<'a, T> {
             if now >= deadline && !self.forced {
                 self.forced = true;
                 for idx in 0..self.fresh_slots {
-                    if self.slots[idx as usize]
-                        .state
-                        .is_some_and(|s| s != ConnState::Closing)
-                    {
+                    let slot = &self.slots[idx as usize];
+                    if slot.state.is_some_and(|s| s != ConnState::Closing) {
                         self.stats.forced += 1;
+                        self.stats.bytes_unacked += u64::from(slot.unacked);
                         self.mark_closing(idx, CloseReason::Forced);
                     }
                 }
             }
+        }
+        if now >= self.probe_at {
+            self.probe_round(now);
         }
         // O(1) per expiry: the first connection has the earliest deadline.
         while let Some(idx) = self.timers.front() {
@@ -653,6 +682,25 @@ impl<'a, T: Transform> Server<'a, T> {
                 self.mark_closing(idx, CloseReason::TimedOut);
             }
         }
+    }
+
+    /// Asks every connection on the probe list for another probe, and sets the next round.
+    fn probe_round(&mut self, now: Instant) {
+        let mut next = self.probes.front();
+        if next.is_none() {
+            self.probe_at = Instant::MAX;
+            return;
+        }
+        while let Some(idx) = next {
+            self.slots[idx as usize].probe_due = true;
+            self.schedule(idx);
+            next = List::next(self.slots, probe_links, idx);
+        }
+        self.probe_backoff = self
+            .probe_backoff
+            .saturating_mul(2)
+            .min(self.config.probe_backoff_max);
+        self.probe_at = now + self.probe_backoff;
     }
 
     /// The earliest idle deadline.
@@ -893,6 +941,52 @@ impl<'a, T: Transform> Server<'a, T> {
         Ok(())
     }
 
+    /// The outcome of `Probe`: `Ok(n)` bytes written (the FIN counts as one) that the
+    /// peer has not acknowledged yet, `Ok(0)` all delivered, which closes the connection
+    /// ([`CloseReason::Done`]). `Err(Unsupported)`: the transport cannot tell, and the
+    /// connection lingers until the peer's end-of-stream. `Err(Interrupted)` is asked
+    /// again at once; any other error fails the connection.
+    pub fn on_probe(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        outcome: Result<usize, ErrorKind>,
+    ) -> Result<(), ReportError> {
+        if self.pending != Some(Pending::Probe { conn }) {
+            return Err(self.mismatch(conn));
+        }
+        self.pending = None;
+        let idx = conn.index;
+        let listed = self.probes.contains(self.slots, probe_links, idx);
+        match outcome {
+            Ok(0) => {
+                if listed {
+                    self.probes.remove(self.slots, probe_links, idx);
+                }
+                self.pass_progress = true;
+                self.mark_closing(idx, CloseReason::Done);
+            }
+            Err(ErrorKind::Interrupted) => self.slots[idx as usize].probe_due = true,
+            Ok(n) => {
+                self.slots[idx as usize].unacked = u32::try_from(n).unwrap_or(u32::MAX);
+                if !listed {
+                    if self.probes.front().is_none() {
+                        self.probe_backoff = self.config.probe_backoff_min;
+                        self.probe_at = now + self.probe_backoff;
+                    }
+                    self.probes.push_back(self.slots, probe_links, idx);
+                }
+            }
+            Err(ErrorKind::Unsupported) => {
+                if listed {
+                    self.probes.remove(self.slots, probe_links, idx);
+                }
+            }
+            Err(kind) => self.fail(idx, kind),
+        }
+        Ok(())
+    }
+
     /// Drops `conn` now: its pending output is given up (counted in
     /// [`Stats::bytes_dropped`]) and the next [`poll`](Self::poll) asks to close it with
     /// [`CloseReason::Aborted`], which resets it. For an adapter that cannot go on with a
@@ -904,7 +998,7 @@ impl<'a, T: Transform> Server<'a, T> {
             self.stats.aborted += 1;
             self.mark_closing(idx, CloseReason::Aborted);
         }
-        if matches!(self.pending, Some(Pending::Recv { conn: c, .. } | Pending::Send { conn: c, .. }) if c == conn)
+        if matches!(self.pending, Some(Pending::Recv { conn: c, .. } | Pending::Send { conn: c, .. } | Pending::Probe { conn: c }) if c == conn)
         {
             self.pending = None;
         }
@@ -1006,6 +1100,10 @@ fn wait_links(slot: &mut Slot) -> &mut Links {
 
 fn timer_links(slot: &mut Slot) -> &mut Links {
     &mut slot.timer
+}
+
+fn probe_links(slot: &mut Slot) -> &mut Links {
+    &mut slot.probe
 }
 
 /// Accept errors that concern the one connection being accepted, not the listener or the

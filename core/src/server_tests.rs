@@ -49,6 +49,7 @@ enum Op {
     Recv(ConnId, usize),
     Send(ConnId, Vec<u8>),
     Shutdown(ConnId),
+    Probe(ConnId),
     Close(ConnId, CloseReason),
     Wait(Option<Instant>),
     Finished,
@@ -64,6 +65,7 @@ fn op(s: &mut Server<'static, Uppercase>, now: Instant) -> Op {
             wrapped,
         } => Op::Send(conn, [bytes, wrapped].concat()),
         Action::Shutdown { conn } => Op::Shutdown(conn),
+        Action::Probe { conn } => Op::Probe(conn),
         Action::Close { conn, reason } => Op::Close(conn, reason),
         Action::Wait { until } => Op::Wait(until),
         Action::Finished => Op::Finished,
@@ -242,6 +244,8 @@ fn round(
                 s.on_send(now, conn, Ok(n)).unwrap();
             }
             Action::Close { conn, reason } => closes.push((conn, reason)),
+            // As a transport that cannot tell: lingering lasts until the peer's FIN.
+            Action::Probe { conn } => s.on_probe(now, conn, Err(ErrorKind::Unsupported)).unwrap(),
             Action::Shutdown { .. } => {}
             Action::Wait { .. } | Action::Finished => return closes,
         }
@@ -514,6 +518,8 @@ fn close_finishes_a_connection_in_order() {
     send(&mut s, T0, c, b"LAST", 4);
     assert_eq!(op(&mut s, T0), Op::Shutdown(c));
     assert_eq!(s.conn_state(c), Ok(ConnState::Lingering));
+    assert_eq!(op(&mut s, T0), Op::Probe(c));
+    s.on_probe(T0, c, Ok(5)).unwrap();
     s.close(c).unwrap();
     assert_eq!(
         s.conn_state(c),
@@ -894,6 +900,9 @@ fn shutdown_flushes_lingers_and_finishes() {
     send(&mut s, T0, c, b"IN FLIGHT", 9);
     assert_eq!(op(&mut s, T0), Op::Shutdown(c));
     assert_eq!(s.conn_state(c), Ok(ConnState::Lingering));
+    // The transport cannot tell whether the output was delivered: wait for the peer.
+    assert_eq!(op(&mut s, T0), Op::Probe(c));
+    s.on_probe(T0, c, Err(ErrorKind::Unsupported)).unwrap();
     recv(&mut s, T0, c, b"late");
     recv(&mut s, T0, c, b"");
     assert_eq!(op(&mut s, T0), Op::Close(c, CloseReason::Done));
@@ -904,6 +913,173 @@ fn shutdown_flushes_lingers_and_finishes() {
         (st.bytes_in, st.bytes_out, st.bytes_discarded, st.forced),
         (9, 9, 4, 0)
     );
+}
+
+/// A readiness-mode server whose listener is ready.
+fn ready_server(config: Config) -> Server<'static, Uppercase> {
+    let mut s = server(
+        4,
+        4,
+        16,
+        Config {
+            scheduling: Scheduling::Readiness,
+            ..config
+        },
+    );
+    s.on_listener_ready();
+    s
+}
+
+/// The next operation that is not a read or an accept, which all would-block.
+#[track_caller]
+fn quiet(s: &mut Server<'static, Uppercase>, now: Instant) -> Op {
+    for _ in 0..100 {
+        match op(s, now) {
+            Op::Accept => s.on_accept_error(now, nb::Error::WouldBlock).unwrap(),
+            Op::Recv(conn, _) => s.on_recv(now, conn, Err(nb::Error::WouldBlock)).unwrap(),
+            // The end of a pass that left work: the driver looks for events and goes on.
+            Op::Wait(Some(until)) if until == now => {}
+            other => return other,
+        }
+    }
+    panic!("only reads and accepts");
+}
+
+/// Lingers through `Shutdown` and the first probe, which reports `unacked` bytes in flight.
+#[track_caller]
+fn linger(s: &mut Server<'static, Uppercase>, now: Instant, unacked: usize) -> ConnId {
+    let c = accept(s, now);
+    recv(s, now, c, b"bye");
+    s.close(c).unwrap();
+    send(s, now, c, b"BYE", 3);
+    assert_eq!(op(s, now), Op::Shutdown(c));
+    assert_eq!(op(s, now), Op::Probe(c));
+    s.on_probe(now, c, Ok(unacked)).unwrap();
+    c
+}
+
+#[test]
+fn lingering_ends_once_the_output_is_acknowledged() {
+    let mut s = ready_server(Config::default());
+    let c = linger(&mut s, T0, 4);
+    // The peer keeps its side open and silent: without the probe it would linger until
+    // its idle timeout. Probes come back after 1, then 2 ms ...
+    assert_eq!(quiet(&mut s, T0), Op::Wait(Some(T0 + ms(1))));
+    assert_eq!(quiet(&mut s, T0 + ms(1)), Op::Probe(c));
+    s.on_probe(T0 + ms(1), c, Ok(1)).unwrap();
+    assert_eq!(s.conn_state(c), Ok(ConnState::Lingering));
+    assert_eq!(quiet(&mut s, T0 + ms(1)), Op::Wait(Some(T0 + ms(3))));
+    // ... and not before their time.
+    assert_eq!(quiet(&mut s, T0 + ms(2)), Op::Wait(Some(T0 + ms(3))));
+    assert_eq!(quiet(&mut s, T0 + ms(3)), Op::Probe(c));
+    // Everything and the FIN acknowledged: closed in order, nothing at stake.
+    s.on_probe(T0 + ms(3), c, Ok(0)).unwrap();
+    assert_eq!(op(&mut s, T0 + ms(3)), Op::Close(c, CloseReason::Done));
+    assert_eq!(s.stats().bytes_unacked, 0);
+    // Nobody left to probe: no timer.
+    assert_eq!(quiet(&mut s, T0 + ms(3)), Op::Wait(None));
+}
+
+#[test]
+fn probe_rounds_back_off_to_their_cap_and_stop_when_nobody_waits() {
+    let mut s = ready_server(Config {
+        idle_timeout: None,
+        probe_backoff_min: ms(1),
+        probe_backoff_max: ms(4),
+        ..Config::default()
+    });
+    let c = linger(&mut s, T0, 9);
+    let mut now = T0;
+    let mut pauses = Vec::new();
+    for _ in 0..5 {
+        let Op::Wait(Some(until)) = quiet(&mut s, now) else {
+            panic!("expected a timed wait")
+        };
+        pauses.push((until - now).total_micros() / 1000);
+        now = until;
+        assert_eq!(quiet(&mut s, now), Op::Probe(c));
+        s.on_probe(now, c, Ok(9)).unwrap();
+    }
+    assert_eq!(pauses, [1, 2, 4, 4, 4]);
+    // The peer's FIN ends it too, and then nothing is probed any more.
+    s.on_ready(c, true, false).unwrap();
+    assert_eq!(quiet(&mut s, now), Op::Wait(Some(now + ms(4))));
+    s.on_ready(c, true, false).unwrap();
+    recv(&mut s, now, c, b"");
+    assert_eq!(op(&mut s, now), Op::Close(c, CloseReason::Done));
+    assert_eq!(quiet(&mut s, now), Op::Wait(None));
+}
+
+#[test]
+fn a_transport_that_cannot_tell_is_probed_once() {
+    let mut s = ready_server(Config::default());
+    let c = accept(&mut s, T0);
+    s.close(c).unwrap();
+    assert_eq!(op(&mut s, T0), Op::Shutdown(c));
+    assert_eq!(op(&mut s, T0), Op::Probe(c));
+    s.on_probe(T0, c, Err(ErrorKind::Unsupported)).unwrap();
+    let idle = T0 + Config::default().idle_timeout.unwrap();
+    assert_eq!(quiet(&mut s, T0), Op::Wait(Some(idle)));
+    // A failed probe fails the connection like a failed read.
+    let mut s = ready_server(Config::default());
+    let c = linger(&mut s, T0, 1);
+    assert_eq!(quiet(&mut s, T0), Op::Wait(Some(T0 + ms(1))));
+    assert_eq!(quiet(&mut s, T0 + ms(1)), Op::Probe(c));
+    s.on_probe(T0 + ms(1), c, Err(ErrorKind::ConnectionReset))
+        .unwrap();
+    assert_eq!(
+        op(&mut s, T0 + ms(1)),
+        Op::Close(c, CloseReason::Failed(ErrorKind::ConnectionReset))
+    );
+}
+
+#[test]
+fn a_probe_is_reported_on_the_connection_it_named() {
+    let mut s = ready_server(Config::default());
+    let c = accept(&mut s, T0);
+    assert_eq!(s.on_probe(T0, c, Ok(0)), Err(ReportError::Unexpected));
+    s.close(c).unwrap();
+    assert_eq!(op(&mut s, T0), Op::Shutdown(c));
+    assert_eq!(op(&mut s, T0), Op::Probe(c));
+    let stale = ConnId {
+        index: c.index,
+        generation: c.generation + 1,
+    };
+    assert_eq!(
+        s.on_probe(T0, stale, Ok(0)),
+        Err(ReportError::StaleConn(stale))
+    );
+    // Aborting cancels the probe asked for.
+    s.abort(c).unwrap();
+    assert_eq!(s.on_probe(T0, c, Ok(0)), Err(ReportError::Unexpected));
+    assert_eq!(op(&mut s, T0), Op::Close(c, CloseReason::Aborted));
+}
+
+#[test]
+fn the_deadline_counts_what_was_still_unacknowledged() {
+    let mut s = ready_server(Config::default());
+    let c = linger(&mut s, T0, 7);
+    s.begin_shutdown(T0 + ms(10));
+    let mut now = T0;
+    loop {
+        match op(&mut s, now) {
+            Op::Probe(conn) => s.on_probe(now, conn, Ok(7)).unwrap(),
+            Op::Recv(conn, _) => s.on_recv(now, conn, Err(nb::Error::WouldBlock)).unwrap(),
+            Op::Accept => s.on_accept_error(now, nb::Error::WouldBlock).unwrap(),
+            Op::Wait(Some(until)) => {
+                assert!(until <= T0 + ms(10), "never past the deadline");
+                now = until;
+            }
+            Op::Close(conn, reason) => {
+                assert_eq!((conn, reason, now), (c, CloseReason::Forced, T0 + ms(10)));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(op(&mut s, now), Op::Finished);
+    let st = *s.stats();
+    assert_eq!((st.forced, st.bytes_unacked, st.bytes_dropped), (1, 7, 0));
 }
 
 #[test]

@@ -39,6 +39,10 @@ pub struct Stats {
     /// Bytes read and thrown away while lingering after shutdown (never echoed, so not
     /// part of `bytes_in`).
     pub bytes_discarded: u64,
+    /// Bytes that connections force-closed at the shutdown deadline had written and the
+    /// peer had not acknowledged at their last [`Action::Probe`](crate::Action::Probe):
+    /// sent, maybe never delivered (a forced close resets the connection).
+    pub bytes_unacked: u64,
 }
 
 impl Stats {
@@ -66,6 +70,7 @@ impl core::ops::AddAssign for Stats {
             bytes_out,
             bytes_dropped,
             bytes_discarded,
+            bytes_unacked,
         } = other;
         self.accepted += accepted;
         self.refused += refused;
@@ -81,6 +86,7 @@ impl core::ops::AddAssign for Stats {
         self.bytes_out += bytes_out;
         self.bytes_dropped += bytes_dropped;
         self.bytes_discarded += bytes_discarded;
+        self.bytes_unacked += bytes_unacked;
     }
 }
 
@@ -89,7 +95,8 @@ impl fmt::Display for Stats {
         write!(
             f,
             "accepted={} refused={} active={} closed={} peer_closed={} failed={} timeouts={} \
-             forced={} aborted={} accept_errors={} bytes_in={} bytes_out={} bytes_dropped={} bytes_discarded={}",
+             forced={} aborted={} accept_errors={} bytes_in={} bytes_out={} bytes_dropped={} bytes_discarded={} \
+             bytes_unacked={}",
             self.accepted,
             self.refused,
             self.active,
@@ -104,6 +111,7 @@ impl fmt::Display for Stats {
             self.bytes_out,
             self.bytes_dropped,
             self.bytes_discarded,
+            self.bytes_unacked,
         )
     }
 }

@@ -170,6 +170,18 @@ impl<const N: usize> Stream for SmolStream<'_, '_, N> {
         Ok(())
     }
 
+    fn unacked(&mut self) -> Result<usize, ErrorKind> {
+        self.with(|socket| {
+            // The send buffer holds what is unsent or unacknowledged; our FIN is in flight
+            // until the state moves past it.
+            let fin = matches!(
+                socket.state(),
+                tcp::State::FinWait1 | tcp::State::Closing | tcp::State::LastAck
+            );
+            Ok(socket.send_queue() + usize::from(fin))
+        })
+    }
+
     fn close(self, reason: CloseReason) {
         self.with(|socket| {
             if reason.is_abortive() || socket.may_send() {

@@ -91,6 +91,10 @@ pub(crate) async fn serve(
                     let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
                 }
             }
+            // tokio cannot tell what the peer acknowledged: linger until its FIN.
+            Action::Probe { conn } => {
+                let _ = server.on_probe(now, conn, Err(ErrorKind::Unsupported));
+            }
             Action::Close { conn, .. } => streams[conn.index()] = None,
             Action::Wait { until } => {
                 let until = until.map_or(origin + std::time::Duration::from_secs(3600), |t| {

@@ -13,7 +13,8 @@
 //! The adapter decides nothing about *when* to do things: [`serve::run`] is the core's
 //! [`Driver`](nbecho_core::Driver) loop plus what a process needs (a clock, sleeping for
 //! [`Wait`](nbecho_core::Action::Wait), signals, logs).
-#![forbid(unsafe_code)]
+// One audited `ioctl` (`net::unacked_bytes`) is the only exception, allowed where it is.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 // A std crate by definition: the workspace's `core`-over-`std` lint is for no_std code.
 #![allow(clippy::std_instead_of_core)]

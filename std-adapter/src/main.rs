@@ -42,7 +42,7 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success (serve: a graceful stop with every connection finished)
   1  failure: cannot listen or connect, a bench that saw errors or wrong bytes, a stop
-     that force-closed connections at its deadline
+     that left replies undelivered (connections force-closed at its deadline)
   2  bad command line";
 
 #[derive(Debug, Subcommand)]
@@ -151,7 +151,8 @@ struct ServeArgs {
     /// Close connections that make no progress this long (0 turns it off): 300, 1.5, 90s, 5m, ...
     #[arg(short, long, value_name = "DURATION", env = "NBECHO_IDLE_TIMEOUT", default_value = "300", value_parser = parse_duration)]
     idle_timeout: Duration,
-    /// How long a graceful shutdown may take before connections are forced closed (exit 1).
+    /// How long a graceful stop may take: a connection closes as soon as its replies are
+    /// acknowledged; any still owed bytes at this deadline is force-closed (exit 1).
     #[arg(long, value_name = "DURATION", default_value = "5", value_parser = parse_duration)]
     shutdown_timeout: Duration,
     /// How connections are driven: `poll` tries every connection each pass (the textbook
@@ -327,14 +328,16 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, String> {
         Ok(ExitCode::SUCCESS)
     } else if outcome.stopped_at_once {
         eprintln!(
-            "nbecho: stopped by a second signal: {} connection(s) force-closed, {} byte(s) read and not echoed",
-            stats.forced, stats.bytes_dropped
+            "nbecho: stopped by a second signal: {} connection(s) force-closed, {} byte(s) read \
+             and not echoed, {} byte(s) sent and not acknowledged",
+            stats.forced, stats.bytes_dropped, stats.bytes_unacked
         );
         Ok(ExitCode::FAILURE)
     } else {
         eprintln!(
-            "nbecho: shutdown deadline passed: {} connection(s) force-closed, {} byte(s) read and not echoed",
-            stats.forced, stats.bytes_dropped
+            "nbecho: shutdown deadline passed: {} connection(s) force-closed with replies \
+             undelivered: {} byte(s) read and not echoed, {} byte(s) sent and not acknowledged",
+            stats.forced, stats.bytes_dropped, stats.bytes_unacked
         );
         Ok(ExitCode::FAILURE)
     }

@@ -110,7 +110,10 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// True when every connection was closed cleanly (none forced at the deadline).
+    /// True when every connection was closed cleanly: none forced at the deadline, which
+    /// only happens to connections whose replies were not all delivered (a connection
+    /// whose output the peer acknowledged is closed at once, even if the peer keeps its
+    /// side open).
     pub fn is_clean(&self) -> bool {
         self.stats.forced == 0
     }

@@ -473,6 +473,65 @@ both_drivers! {
 }
 
 both_drivers! {
+    fn sigterm_with_idle_clients_that_stay_open_stops_at_once_and_exits_zero(driver) {
+    let server = Server::start(&["--driver", driver]);
+    // Clients that read everything and keep their side open (a terminal client at its
+    // prompt, nc): nothing is at stake once their replies are acknowledged.
+    let mut clients: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
+    for client in &mut clients {
+        client.write_all(b"hi").unwrap();
+        let mut reply = [0u8; 2];
+        client.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"HI");
+    }
+    let start = Instant::now();
+    server.signal("TERM");
+    let (status, log) = server.wait();
+    let took = start.elapsed();
+    assert!(status.success(), "{log}");
+    assert!(took < Duration::from_millis(500), "the stop took {took:?}: {log}");
+    assert_eq!(Server::stat(&log, "forced"), 0, "{log}");
+    for mut client in clients {
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "a FIN, nothing more");
+    }
+}
+}
+
+both_drivers! {
+    fn replies_unacknowledged_at_the_deadline_are_counted(driver) {
+    let server = Server::start(&["--driver", driver, "--shutdown-timeout", "1"]);
+    // A client with a small receive window that never reads: the whole echo fits in the
+    // server's socket, but most of it cannot be delivered.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect_timeout(&server.addr.into(), LIMIT).unwrap();
+    let mut client: TcpStream = socket.into();
+    client.write_all(b"x").unwrap();
+    let mut reply = [0u8; 1];
+    client.read_exact(&mut reply).unwrap();
+    client.write_all(&[b'a'; 12_000]).unwrap();
+    thread::sleep(Duration::from_millis(300)); // the server reads and writes it all
+    server.signal("TERM");
+    let (status, log) = server.wait();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert_eq!(Server::stat(&log, "forced"), 1, "{log}");
+    assert_eq!(Server::stat(&log, "bytes_dropped"), 0, "{log}");
+    let unacked = Server::stat(&log, "bytes_unacked");
+    assert!((1..=12_001).contains(&unacked), "{log}");
+    assert!(
+        log.contains(&format!(
+            "1 connection(s) force-closed with replies undelivered: 0 byte(s) read and not \
+             echoed, {unacked} byte(s) sent and not acknowledged"
+        )),
+        "{log}"
+    );
+    drop(client);
+}
+}
+
+both_drivers! {
     fn the_shutdown_deadline_forces_exit_one(driver) {
     let server = Server::start(&["--driver", driver, "--shutdown-timeout", "1", "--buffer-size", "1024"]);
     // A client that sends and never reads: the server's output is stuck.

@@ -67,6 +67,11 @@ const OP_TIME: Duration = Duration::from_micros(1);
 /// Virtual time within which a serviceable connection, or the oldest connection in the
 /// backlog, must be served: five times the polling back-off's cap of 10 ms.
 pub const SERVE_WITHIN_TIME: Duration = Duration::from_millis(50);
+
+/// A lingering connection whose output is all acknowledged is closed within this: the
+/// longest pause between probe rounds (`Config::probe_backoff_max`, 50 ms) plus the
+/// service bound.
+pub const CLOSE_WHEN_DELIVERED_WITHIN: Duration = Duration::from_millis(100);
 /// Steps a connection may stay open once its peer is done with it.
 const CLOSE_WITHIN: u64 = 50_000;
 /// After a shutdown begins, `begin_shutdown` is called again every this many steps with a
@@ -187,6 +192,10 @@ struct Model {
     refused: Vec<bool>,
     shut_down: Vec<bool>,
     eof_read: Vec<bool>,
+    /// The last probe's answer: bytes in flight (0: all delivered).
+    unacked: Vec<Option<usize>>,
+    /// Since when everything, FIN included, was delivered to a connection still open.
+    acked_since: Vec<Option<Instant>>,
     /// When the server last moved a byte of this connection (or admitted it).
     last_progress: Vec<Instant>,
     /// Since when the connection has been serviceable without being served.
@@ -226,6 +235,8 @@ struct Model {
     forced: u64,
     /// Echo owed to connections when they closed, never sent.
     dropped: u64,
+    /// In flight at their last probe, for connections force-closed.
+    unacked_forced: u64,
 }
 
 impl Model {
@@ -236,6 +247,8 @@ impl Model {
             refused: vec![false; clients],
             shut_down: vec![false; clients],
             eof_read: vec![false; clients],
+            unacked: vec![None; clients],
+            acked_since: vec![None; clients],
             last_progress: vec![Instant::ZERO; clients],
             ready_since: vec![None; clients],
             backlog_since: None,
@@ -261,6 +274,7 @@ impl Model {
             timeouts: 0,
             forced: 0,
             dropped: 0,
+            unacked_forced: 0,
         }
     }
 
@@ -701,6 +715,17 @@ fn observe(
             model.ready_since[client] = None;
             model.shut_down[client] = true;
         }
+        Step::Probe { conn, outcome } => {
+            let client = model.live(conn)?;
+            if !model.shut_down[client] {
+                return Err(format!("{conn} probed for delivery before its Shutdown"));
+            }
+            match outcome {
+                Ok(n) => model.unacked[client] = Some(n),
+                Err(ErrorKind::Interrupted) => {}
+                Err(_) => model.failed += 1,
+            }
+        }
         Step::Closed(conn, reason) => {
             let client = model.live(conn)?;
             check_close_reason(s, model, client, reason, now, idle_timeout)?;
@@ -735,6 +760,13 @@ fn check_close_reason(
         CloseReason::Done if !model.shut_down[client] => Err(format!(
             "client {client} closed cleanly without a Shutdown (FIN) first"
         )),
+        CloseReason::Done if !model.eof_read[client] && model.unacked[client] != Some(0) => {
+            Err(format!(
+                "client {client} closed cleanly before the peer's FIN, while a probe last saw \
+                 {:?} bytes in flight",
+                model.unacked[client]
+            ))
+        }
         CloseReason::TimedOut => {
             model.timeouts += 1;
             let idle = now - model.last_progress[client];
@@ -748,6 +780,7 @@ fn check_close_reason(
         }
         CloseReason::Forced => {
             model.forced += 1;
+            model.unacked_forced += model.unacked[client].unwrap_or(0) as u64;
             match model.shutdown_deadline {
                 Some(deadline) if now >= deadline && s.server.shutdown_at_ms.is_some() => Ok(()),
                 Some(deadline) if now >= deadline => Err(format!(
@@ -933,6 +966,21 @@ fn check_service(
                 }
             }
         }
+        // Lingering with everything delivered: the next probe round must end it.
+        let delivered = state == ConnState::Lingering && n.pipes[client].fin_acked;
+        let acked = &mut model.acked_since[client];
+        match (*acked, delivered) {
+            (_, false) => *acked = None,
+            (None, true) => *acked = Some(now),
+            (Some(since), true) if now - since > CLOSE_WHEN_DELIVERED_WITHIN => {
+                return Err(format!(
+                    "{conn} (client {client}) still lingers {} after its output and FIN were \
+                     acknowledged (the bound is {CLOSE_WHEN_DELIVERED_WITHIN})",
+                    now - since
+                ));
+            }
+            (Some(_), true) => {}
+        }
     }
     let head = n.backlog.front().copied();
     match (head, model.backlog_since) {
@@ -1018,6 +1066,15 @@ fn check_step(
     if bytes != counted {
         return Err(format!(
             "byte counters (in, out, dropped, discarded) are {counted:?}, the network carried {bytes:?}"
+        ));
+    }
+    // The deadline counts every forced connection at once; the steps show them one by one.
+    if st.bytes_unacked < model.unacked_forced
+        || (st.active == 0 && st.bytes_unacked != model.unacked_forced)
+    {
+        return Err(format!(
+            "{} bytes counted unacknowledged at forced closes, the probes showed {}",
+            st.bytes_unacked, model.unacked_forced
         ));
     }
     if st.timeouts < model.timeouts || st.forced < model.forced {

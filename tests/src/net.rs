@@ -38,6 +38,10 @@ pub struct Pipe {
     pub to_client: VecDeque<u8>,
     /// The server shut down its write side.
     pub server_fin: bool,
+    /// The client has read everything up to the server's FIN. The simulated transport
+    /// acknowledges bytes only as the client reads them (as if ACKs were slow), so a
+    /// probe sees as in flight everything the client has not read, FIN included.
+    pub fin_acked: bool,
     /// The client reset the connection.
     pub reset: bool,
     /// The server released its stream.
@@ -231,9 +235,14 @@ impl Net {
                 acted = true;
             }
             let pipe = &mut self.pipes[i];
-            // The server's FIN is read: the client closes its side too (the idle client
-            // and the one cut short by a server shutdown).
-            if pipe.to_client.is_empty() && pipe.server_fin && !pipe.client_eof {
+            if pipe.to_client.is_empty() && pipe.server_fin && !pipe.fin_acked {
+                pipe.fin_acked = true;
+                acted = true;
+            }
+            // The server's FIN is read: a client cut short by a server shutdown closes
+            // its side too; an idle one keeps it open (like a terminal client at its
+            // prompt), and the server must see for itself that nothing is at stake.
+            if pipe.fin_acked && !pipe.client_eof && plan.behaviour != Behaviour::Idle {
                 pipe.client_eof = true;
                 self.edge(i, true, false);
                 acted = true;
@@ -438,9 +447,39 @@ impl Stream for SimStream {
         Ok(())
     }
 
+    fn unacked(&mut self) -> Result<usize, ErrorKind> {
+        let mut guard = self.net.borrow_mut();
+        let net = &mut *guard;
+        let i = self.client;
+        let pipe = &net.pipes[i];
+        if pipe.server_closed || !pipe.server_fin {
+            net.violations.push(format!(
+                "client {i}: delivery probed before shutdown or after close"
+            ));
+            return Err(ErrorKind::InvalidInput);
+        }
+        if pipe.reset {
+            return Err(ErrorKind::ConnectionReset);
+        }
+        if net.inject(net.faults.interrupted) {
+            return Err(ErrorKind::Interrupted);
+        }
+        let pipe = &net.pipes[i];
+        Ok(pipe.to_client.len() + usize::from(!pipe.fin_acked))
+    }
+
     fn close(self, reason: CloseReason) {
         let mut guard = self.net.borrow_mut();
         let net = &mut *guard;
+        let pipe = &mut net.pipes[self.client];
+        if reason == CloseReason::Done && !pipe.client_eof && !pipe.fin_acked && !pipe.reset {
+            net.violations.push(format!(
+                "client {}: closed in order with {} bytes and the FIN unacknowledged, \
+                 before the client's FIN",
+                self.client,
+                pipe.to_client.len()
+            ));
+        }
         let pipe = &mut net.pipes[self.client];
         pipe.closed_with = Some(reason);
         let again = std::mem::replace(&mut pipe.server_closed, true);
