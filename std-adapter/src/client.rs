@@ -8,6 +8,9 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
+/// The textbook client's prompt.
+pub const PROMPT: &str = "msg>>: ";
+
 /// How long `connect` may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -73,6 +76,38 @@ pub fn connect(addr: SocketAddr) -> Result<TcpStream, Error> {
     Ok(stream)
 }
 
+/// Where [`interactive`] gets its lines.
+pub trait Lines {
+    /// Shows `prompt`: on `out` (the replies' output), or in a line editor of its own.
+    fn prompt(&mut self, prompt: &str, out: &mut dyn Write) -> io::Result<()>;
+    /// The next line, without its line end; `None` at end of input. A user's Ctrl-C is
+    /// `Err` of kind [`Interrupted`](io::ErrorKind::Interrupted).
+    fn read_line(&mut self) -> io::Result<Option<Vec<u8>>>;
+}
+
+/// Lines of bytes from any reader (a pipe, a file), sent as they are; the prompt goes to
+/// the replies' output.
+#[derive(Debug)]
+pub struct Plain<R>(pub R);
+
+impl<R: BufRead> Lines for Plain<R> {
+    fn prompt(&mut self, prompt: &str, out: &mut dyn Write) -> io::Result<()> {
+        out.write_all(prompt.as_bytes())?;
+        out.flush()
+    }
+
+    fn read_line(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let mut line = Vec::new();
+        if self.0.read_until(b'\n', &mut line)? == 0 {
+            return Ok(None);
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        Ok(Some(line))
+    }
+}
+
 /// The textbook client, done right: prompts `msg>>: `, sends each line (without its line
 /// end) and prints the reply once all of it has come back (the echo has the length of the
 /// message: the textbook's single `recv(1024)` could split or merge replies). Empty lines
@@ -85,7 +120,7 @@ pub fn connect(addr: SocketAddr) -> Result<TcpStream, Error> {
 /// characters escaped (`\x1b`), so a server cannot drive the terminal.
 pub fn interactive<W: Write + Send>(
     stream: TcpStream,
-    input: impl BufRead,
+    mut input: impl Lines,
     output: W,
     on_lost: impl FnOnce(&Error) + Send,
 ) -> Result<(), Error> {
@@ -103,16 +138,14 @@ pub fn interactive<W: Write + Send>(
             }
             result
         });
-        // Lines of bytes, not of text: what the user types is sent as it is.
-        let mut lines = input.split(b'\n');
         let talk = (|| -> Result<(), Error> {
             loop {
                 {
                     let mut out = output.lock().map_err(|_| io::Error::other("poisoned"))?;
-                    out.write_all(b"msg>>: ")?;
-                    out.flush()?;
+                    input.prompt(PROMPT, &mut *out)?;
                 }
-                let Some(line) = lines.next().transpose()? else {
+                // Not under the output's lock: the listener may have to report a loss.
+                let Some(line) = input.read_line()? else {
                     break;
                 };
                 let msg = line.strip_suffix(b"\r").unwrap_or(&line);

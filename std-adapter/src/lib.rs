@@ -4,7 +4,8 @@
 //!
 //! # Features
 //!
-//! - `cli` (default): what the `nbecho` binary needs (clap, tracing-subscriber) and `bench`.
+//! - `cli` (default): what the `nbecho` binary needs (clap, tracing-subscriber, rustyline
+//!   and nix for the terminal) and `bench`.
 //! - `bench`: the [`bench`](mod@bench) load generator (hdrhistogram, indicatif).
 //!
 //! Without them (`default-features = false`) the library is the adapter alone: sockets,

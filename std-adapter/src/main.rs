@@ -348,23 +348,50 @@ fn run_client(args: ClientArgs) -> Result<ExitCode, String> {
     let stream = client::connect(addr).map_err(|e| e.to_string())?;
     let stdin = std::io::stdin();
     if args.interactive || stdin.is_terminal() {
-        // Ctrl-C ends the line cleanly: a line end, then exit 130, as a shell reports SIGINT.
+        // The terminal's settings, to put back if we exit in the middle of a line edit.
+        let terminal = nix::sys::termios::tcgetattr(std::io::stdin()).ok();
+        let restore = move || {
+            if let Some(settings) = &terminal {
+                let _ = nix::sys::termios::tcsetattr(
+                    std::io::stdin(),
+                    nix::sys::termios::SetArg::TCSANOW,
+                    settings,
+                );
+            }
+        };
+        // Ctrl-C while a reply is awaited ends the line cleanly: a line end, then exit
+        // 130, as a shell reports SIGINT. (At the prompt the line editor sees it.)
         let mut interrupts = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT])
             .map_err(|e| format!("cannot catch Ctrl-C: {e}"))?;
+        let interrupted = restore.clone();
         std::thread::spawn(move || {
             if interrupts.forever().next().is_some() {
+                interrupted();
                 println!();
                 std::process::exit(130);
             }
         });
         // The server went away while we wait for input: say so now, not at the next line.
-        let on_lost = |e: &client::Error| {
+        let on_lost = move |e: &client::Error| {
+            restore();
             println!();
             eprintln!("nbecho: {e}");
             std::process::exit(1);
         };
-        client::interactive(stream, stdin.lock(), std::io::stdout(), on_lost)
-            .map_err(|e| e.to_string())?;
+        let output = std::io::stdout();
+        let talked = if stdin.is_terminal() {
+            let lines = Editing::new().map_err(|e| format!("cannot set up the terminal: {e}"))?;
+            client::interactive(stream, lines, output, on_lost)
+        } else {
+            client::interactive(stream, client::Plain(stdin.lock()), output, on_lost)
+        };
+        match talked {
+            Err(client::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                // Ctrl-C at the prompt: the line editor has ended the line.
+                return Ok(ExitCode::from(130));
+            }
+            other => other.map_err(|e| e.to_string())?,
+        }
     } else {
         match client::pipe(stream, stdin, std::io::stdout().lock()) {
             // Our reader went away (`... | head -1`): end quietly, as `cat` does, by the
@@ -380,6 +407,46 @@ fn run_client(args: ClientArgs) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The interactive client's lines on a terminal: rustyline's line editing (arrows, Home,
+/// End, Ctrl-A/E/K/U/W, ...) and the session's history (up and down), with no limit on the
+/// length of a line.
+struct Editing {
+    editor: rustyline::DefaultEditor,
+    prompt: String,
+}
+
+impl Editing {
+    fn new() -> rustyline::Result<Self> {
+        Ok(Self {
+            editor: rustyline::DefaultEditor::new()?,
+            prompt: String::new(),
+        })
+    }
+}
+
+impl client::Lines for Editing {
+    fn prompt(&mut self, prompt: &str, _: &mut dyn std::io::Write) -> std::io::Result<()> {
+        prompt.clone_into(&mut self.prompt);
+        Ok(())
+    }
+
+    fn read_line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        use rustyline::error::ReadlineError;
+        match self.editor.readline(&self.prompt) {
+            Ok(line) => {
+                if !line.is_empty() {
+                    let _ = self.editor.add_history_entry(line.as_str());
+                }
+                Ok(Some(line.into_bytes()))
+            }
+            Err(ReadlineError::Eof) => Ok(None),
+            Err(ReadlineError::Interrupted) => Err(std::io::ErrorKind::Interrupted.into()),
+            Err(ReadlineError::Io(e)) => Err(e),
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
 }
 
 fn run_bench(args: BenchArgs) -> Result<ExitCode, String> {
