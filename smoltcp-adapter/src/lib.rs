@@ -3,19 +3,29 @@
 //!
 //! smoltcp has no `accept`: a socket in `LISTEN` becomes the connection. [`Sockets`] keeps
 //! `N` sockets listening on one port; [`SmolListener::accept`] hands out one that has
-//! become established and re-arms sockets once their connections are fully closed. So `N`
-//! bounds the handshakes in progress, while the core's capacity bounds the connections
-//! served (a connection beyond it is accepted and refused with a reset, and counted).
+//! become established. So `N` bounds the handshakes in progress, while the core's capacity
+//! bounds the connections served (a connection beyond it is accepted and refused, and
+//! counted).
 //!
-//! The caller owns the interface and polls it between [`Driver`](nbecho_core::Driver)
-//! steps (the core runs in [`Scheduling::Polling`](nbecho_core::Scheduling::Polling); a
-//! smoltcp socket's state is cheap to poll):
+//! A stream is closed as the core's [`CloseReason`] says, as the std adapter's kernel
+//! does: reset when [abortive](CloseReason::is_abortive), otherwise in order (FIN). A
+//! socket given back in order finishes its close handshake on its own, like an orphaned
+//! socket in an OS: [`Sockets::service`] throws away what the peer still sends, resets it
+//! if the handshake is not over after [`Timeouts::release`], and puts sockets back to
+//! listening once closed. [`Timeouts`] also sets smoltcp's own timeout and keep-alive, so
+//! that a peer that vanishes does not hold a socket for ever.
+//!
+//! The caller owns the interface and calls [`Sockets::service`] after each poll of it;
+//! then [`Driver`](nbecho_core::Driver) steps (the core runs in
+//! [`Scheduling::Polling`](nbecho_core::Scheduling::Polling); a smoltcp socket's state is
+//! cheap to poll):
 //!
 //! ```ignore
 //! let sockets = Sockets::new(socket_set, listening_handles, 7);
 //! let mut driver = Driver::new(server, sockets.listener(), &mut streams)?;
 //! loop {
 //!     iface.poll(now, &mut device, &mut sockets.set());
+//!     sockets.service(now);
 //!     while let Step::Recv { .. } | Step::Send { .. } /* ... */ = driver.step(core_now) {}
 //! }
 //! ```
@@ -32,6 +42,33 @@ use core::fmt;
 use nbecho_core::{nb, CloseReason, ErrorKind, Listener, Stream};
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+
+/// How long the server's sockets wait on their peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Timeouts {
+    /// Reset a connection whose peer sends nothing for this long while data is in flight
+    /// (or, with `keep_alive`, at all): smoltcp's `set_timeout`. Default 60 s.
+    pub silence: Option<Duration>,
+    /// Probe a quiet connection this often, so that a peer that vanished is noticed by
+    /// `silence`: smoltcp's `set_keep_alive`. Default 20 s.
+    pub keep_alive: Option<Duration>,
+    /// A socket given back in order may take this long to finish its close handshake
+    /// (the peer's FIN), then it is reset: what Linux's `tcp_fin_timeout` bounds for an
+    /// orphaned socket. Default 60 s.
+    pub release: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            silence: Some(Duration::from_secs(60)),
+            keep_alive: Some(Duration::from_secs(20)),
+            release: Duration::from_secs(60),
+        }
+    }
+}
 
 /// The socket set, and `N` of its TCP sockets that listen on `port` for the server.
 pub struct Sockets<'a, const N: usize> {
@@ -42,7 +79,10 @@ pub struct Sockets<'a, const N: usize> {
     /// Given back by its stream with an orderly close still under way: not a new
     /// connection, and re-armed only once closed.
     releasing: [Cell<bool>; N],
+    /// When [`Sockets::service`] first saw it releasing.
+    released_at: [Cell<Option<Instant>>; N],
     port: u16,
+    timeouts: Timeouts,
 }
 
 impl<const N: usize> fmt::Debug for Sockets<'_, N> {
@@ -56,14 +96,79 @@ impl<const N: usize> fmt::Debug for Sockets<'_, N> {
 
 impl<'a, const N: usize> Sockets<'a, N> {
     /// Takes the set; `handles` name `N` TCP sockets in it for the server, which listen on
-    /// `port` from the first accept on.
+    /// `port` from the first [`service`](Self::service) (or accept) on, with the default
+    /// [`Timeouts`].
     pub fn new(set: SocketSet<'a>, handles: [SocketHandle; N], port: u16) -> Self {
         Self {
             set: RefCell::new(set),
             handles,
             taken: core::array::from_fn(|_| Cell::new(false)),
             releasing: core::array::from_fn(|_| Cell::new(false)),
+            released_at: core::array::from_fn(|_| Cell::new(None)),
             port,
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    /// Other [`Timeouts`] than the defaults.
+    #[must_use]
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// Housekeeping, after each poll of the interface: sockets given back in order throw
+    /// away what their peer still sends and are reset if their close handshake outlasts
+    /// [`Timeouts::release`]; closed sockets listen again.
+    ///
+    /// # Panics
+    ///
+    /// If the socket set is borrowed (by [`set`](Self::set)'s guard, say).
+    pub fn service(&self, now: Instant) {
+        self.tidy(Some(now));
+    }
+
+    /// [`service`](Self::service), with `now` only when the caller gave one (accept has
+    /// none: it re-arms and drains, and leaves the release timeout to `service`).
+    fn tidy(&self, now: Option<Instant>) {
+        let mut set = self.set.borrow_mut();
+        for (i, &handle) in self.handles.iter().enumerate() {
+            if self.taken[i].get() {
+                continue;
+            }
+            let socket = set.get_mut::<tcp::Socket>(handle);
+            if self.releasing[i].get() {
+                // Nobody reads it any more: keep its window open so the peer can finish.
+                while socket.can_recv() {
+                    let _ = socket.recv(|data| (data.len(), ()));
+                }
+                // Reset, and the RST not sent yet (smoltcp forgets the peer once it is):
+                // listening now would swallow it.
+                let reset_pending =
+                    socket.state() == tcp::State::Closed && socket.remote_endpoint().is_some();
+                if reset_pending {
+                    continue;
+                }
+                if socket.is_open() {
+                    if let Some(now) = now {
+                        let since = self.released_at[i].get().unwrap_or(now);
+                        self.released_at[i].set(Some(since));
+                        if now >= since + self.timeouts.release {
+                            socket.abort();
+                        }
+                    }
+                    continue;
+                }
+                self.releasing[i].set(false);
+                self.released_at[i].set(None);
+            }
+            if !socket.is_open() {
+                // Closed (or in TIME-WAIT): listen again. The port is never 0, and a
+                // socket that is not open can always listen.
+                socket.set_timeout(self.timeouts.silence);
+                socket.set_keep_alive(self.timeouts.keep_alive);
+                let _ = socket.listen(self.port);
+            }
         }
     }
 
@@ -94,29 +199,19 @@ impl<'s, 'a, const N: usize> Listener for SmolListener<'s, 'a, N> {
 
     fn accept(&mut self) -> nb::Result<Self::Stream, ErrorKind> {
         let sockets = self.sockets;
+        // Re-arm here too, for a loop that does not call `service`.
+        sockets.tidy(None);
         let mut set = sockets.set.borrow_mut();
-        let mut accepted = None;
-        for (i, &handle) in sockets.handles.iter().enumerate() {
-            if sockets.taken[i].get() {
-                continue;
-            }
-            let socket = set.get_mut::<tcp::Socket>(handle);
-            if sockets.releasing[i].get() {
-                if socket.is_open() {
-                    continue; // its close handshake is not over
-                }
-                sockets.releasing[i].set(false);
-            }
-            if !socket.is_open() {
-                // Closed (or in TIME-WAIT): listen again. The port is never 0, and a
-                // socket that is not open can always listen.
-                let _ = socket.listen(sockets.port);
-            } else if accepted.is_none() && (socket.may_send() || socket.may_recv()) {
-                // Past the handshake: this is the new connection.
-                accepted = Some(i);
-            }
-        }
-        let index = accepted.ok_or(nb::Error::WouldBlock)?;
+        let index = (0..N)
+            .find(|&i| {
+                let socket = set.get_mut::<tcp::Socket>(sockets.handles[i]);
+                // Past the handshake, and neither ours nor on its way out: a new connection.
+                !sockets.taken[i].get()
+                    && !sockets.releasing[i].get()
+                    && socket.is_open()
+                    && (socket.may_send() || socket.may_recv())
+            })
+            .ok_or(nb::Error::WouldBlock)?;
         sockets.taken[index].set(true);
         Ok(SmolStream { sockets, index })
     }
@@ -184,18 +279,15 @@ impl<const N: usize> Stream for SmolStream<'_, '_, N> {
 
     fn close(self, reason: CloseReason) {
         self.with(|socket| {
-            if reason.is_abortive() || socket.may_send() {
-                // Giving up on output (forced at the deadline, aborted): RST. And an
-                // orderly close before our FIN (refused, timed out, failed) resets too:
-                // smoltcp cannot throw away what the peer goes on sending once the socket
-                // is given back, so a FIN would leave the socket pinned in FIN-WAIT while
-                // the peer writes into a full window; the std adapter's kernel resets a
-                // socket closed with unread input in the same way.
+            if reason.is_abortive() {
+                // Giving up on output (forced at the deadline, aborted): RST.
                 socket.abort();
+            } else {
+                // In order (done, refused, timed out, failed): our FIN if not sent yet;
+                // `Sockets::service` sees the close handshake through.
+                socket.close();
             }
-            // After our FIN, smoltcp finishes the close handshake by itself.
         });
-        // Re-armed by `accept` once the socket is closed.
         self.sockets.releasing[self.index].set(true);
         self.sockets.taken[self.index].set(false);
     }

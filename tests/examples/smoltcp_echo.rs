@@ -15,6 +15,7 @@ fn main() {
         .map(|(i, m)| SmolClient {
             payload: m.to_vec(),
             reset_after: None,
+            keep_open: false,
             connect_at_ms: i as u64,
         })
         .collect();

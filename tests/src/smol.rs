@@ -3,7 +3,7 @@
 //! virtual clock. No OS socket anywhere.
 
 use nbecho_core::{Config, Driver, Instant, Server, Slot, Stats, Step, Storage, Uppercase};
-use nbecho_smoltcp::{SmolStream, Sockets};
+use nbecho_smoltcp::{SmolStream, Sockets, Timeouts};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::phy::{Loopback, Medium};
 use smoltcp::socket::tcp;
@@ -24,6 +24,8 @@ pub struct SmolClient {
     pub reset_after: Option<usize>,
     /// When it connects.
     pub connect_at_ms: u64,
+    /// Never closes its side, even after the server's FIN (it stays until reset).
+    pub keep_open: bool,
 }
 
 /// What one client saw.
@@ -68,6 +70,15 @@ fn socket<'a>() -> tcp::Socket<'a> {
 /// Serves `clients` with a core of `capacity` connections and `N` listening sockets, until
 /// every client is done and the server has closed everything.
 pub fn run<const N: usize>(capacity: usize, clients: &[SmolClient]) -> SmolReport {
+    run_with::<N>(capacity, clients, Timeouts::default())
+}
+
+/// [`run`] with the server's sockets on `timeouts`.
+pub fn run_with<const N: usize>(
+    capacity: usize,
+    clients: &[SmolClient],
+    timeouts: Timeouts,
+) -> SmolReport {
     let mut device = Loopback::new(Medium::Ip);
     let mut iface = Interface::new(
         IfaceConfig::new(HardwareAddress::Ip),
@@ -86,7 +97,7 @@ pub fn run<const N: usize>(capacity: usize, clients: &[SmolClient]) -> SmolRepor
     let mut set = SocketSet::new(&mut storage[..]);
     let server_handles: [SocketHandle; N] = core::array::from_fn(|_| set.add(socket()));
     let client_handles: Vec<SocketHandle> = clients.iter().map(|_| set.add(socket())).collect();
-    let sockets = Sockets::new(set, server_handles, PORT);
+    let sockets = Sockets::new(set, server_handles, PORT).with_timeouts(timeouts);
 
     let mut slots = vec![Slot::EMPTY; capacity];
     let mut arena = vec![0u8; capacity * 1024];
@@ -101,6 +112,7 @@ pub fn run<const N: usize>(capacity: usize, clients: &[SmolClient]) -> SmolRepor
     while ms < LIMIT_MS {
         let t = SmolInstant::from_millis(ms as i64);
         iface.poll(t, &mut device, &mut sockets.set());
+        sockets.service(t);
         for _ in 0..100_000 {
             if let Step::Wait(_) | Step::Finished = driver.step(Instant::from_millis(ms)) {
                 break;
@@ -157,7 +169,7 @@ fn client_step(client: &SmolClient, state: &mut ClientState, socket: &mut tcp::S
         state.done = true;
         return;
     }
-    if state.sent == len && !state.fin_sent && socket.may_send() {
+    if state.sent == len && !state.fin_sent && socket.may_send() && !client.keep_open {
         socket.close();
         state.fin_sent = true;
     }
@@ -167,13 +179,23 @@ fn client_step(client: &SmolClient, state: &mut ClientState, socket: &mut tcp::S
         state.outcome.received.extend_from_slice(&buf[..n]);
     }
     match socket.state() {
-        // The server's FIN after ours: TIME-WAIT (or CLOSING on the way there).
+        // The server's FIN before ours (it refused us, say): we close in turn.
+        tcp::State::CloseWait => {
+            state.outcome.got_fin = true;
+            if !state.fin_sent && !client.keep_open {
+                socket.close();
+                state.fin_sent = true;
+            }
+        }
+        tcp::State::LastAck | tcp::State::Closing => state.outcome.got_fin = true,
+        // The server's FIN after ours: TIME-WAIT.
         tcp::State::TimeWait => {
             state.outcome.got_fin = true;
             state.done = true;
         }
+        // Closed after both FINs (ours last), or reset.
         tcp::State::Closed if state.connected => {
-            state.outcome.was_reset = true;
+            state.outcome.was_reset = !state.fin_sent;
             state.done = true;
         }
         _ => {}

@@ -1,7 +1,9 @@
 //! The core serving on smoltcp (a no_std TCP/IP stack) through `nbecho-smoltcp`, with
 //! smoltcp clients on the loopback device: exact bytes, half-close, a reset, capacity.
 
-use nbecho_tests::smol::{run, SmolClient};
+use nbecho_smoltcp::Timeouts;
+use nbecho_tests::smol::{run, run_with, SmolClient};
+use smoltcp::time::Duration;
 
 fn payload(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -17,6 +19,7 @@ fn client(len: usize, seed: u8, connect_at_ms: u64) -> SmolClient {
     SmolClient {
         payload: payload(len, seed),
         reset_after: None,
+        keep_open: false,
         connect_at_ms,
     }
 }
@@ -57,8 +60,8 @@ fn a_reset_client_is_dropped_and_the_others_are_unaffected() {
 #[test]
 fn beyond_capacity_a_connection_is_refused_then_later_ones_are_served() {
     // The core holds 2; 4 sockets listen, so the third is accepted by smoltcp and refused
-    // by the core with a reset (it was sending: see `SmolStream::close`). Once the first
-    // two are done, a fourth is served.
+    // by the core: closed in order (a FIN, as the std adapter does), what it sends thrown
+    // away. Once the first two are done, a fourth is served.
     let clients = [
         client(8_000, 8, 0),
         client(8_000, 9, 0),
@@ -66,17 +69,45 @@ fn beyond_capacity_a_connection_is_refused_then_later_ones_are_served() {
         client(3_000, 11, 2_000),
     ];
     let report = run::<4>(2, &clients);
-    let refused: Vec<usize> = (0..3).filter(|&i| report.clients[i].was_reset).collect();
+    let refused: Vec<usize> = (0..3)
+        .filter(|&i| report.clients[i].received.is_empty())
+        .collect();
     assert_eq!(refused.len(), 1, "{:?}", report.clients);
-    for i in (0..4).filter(|i| !refused.contains(i)) {
-        assert_eq!(
-            report.clients[i].received,
-            upper(&clients[i].payload),
-            "client {i}"
-        );
-        assert!(report.clients[i].got_fin);
+    let refused = &report.clients[refused[0]];
+    assert!(refused.got_fin && !refused.was_reset, "{refused:?}");
+    for (i, (c, got)) in clients.iter().zip(&report.clients).enumerate() {
+        if !got.received.is_empty() {
+            assert_eq!(got.received, upper(&c.payload), "client {i}");
+            assert!(got.got_fin, "client {i}");
+        }
     }
-    assert!(report.clients[refused[0]].received.is_empty());
+    assert_eq!(report.clients[3].received, upper(&clients[3].payload));
     let st = report.stats;
     assert_eq!((st.accepted, st.refused, st.active), (3, 1, 0));
+}
+
+#[test]
+fn a_refused_peer_that_never_closes_is_reset_after_the_release_timeout() {
+    // The core holds 1 and `held` keeps it. `stubborn` is refused in order (FIN) but
+    // never closes its side: its socket may finish its close for 2 s, then it is reset
+    // and listens again, so `late` finds a listening socket (and is refused in order).
+    let mut held = client(100, 12, 0);
+    held.keep_open = true;
+    let mut stubborn = client(100, 13, 10);
+    stubborn.keep_open = true;
+    let late = client(100, 14, 4_000);
+    let mut timeouts = Timeouts::default();
+    timeouts.release = Duration::from_secs(2);
+    let report = run_with::<2>(1, &[held, stubborn, late], timeouts);
+    let [held, stubborn, late] = &report.clients[..] else {
+        unreachable!()
+    };
+    assert_eq!(held.received, upper(&payload(100, 12)));
+    assert!(
+        stubborn.received.is_empty() && stubborn.got_fin,
+        "{stubborn:?}"
+    );
+    assert!(stubborn.was_reset, "{stubborn:?}");
+    assert!(late.got_fin && !late.was_reset, "{late:?}");
+    assert_eq!(report.stats.refused, 2);
 }
