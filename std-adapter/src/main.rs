@@ -419,8 +419,12 @@ struct Editing {
 
 impl Editing {
     fn new() -> rustyline::Result<Self> {
+        // No bracketed paste: it is a terminal mode that would stay on if the client exits
+        // in the middle of an edit (the server went away); a pasted block is then sent
+        // line by line, as typed lines are.
+        let config = rustyline::Config::builder().bracketed_paste(false).build();
         Ok(Self {
-            editor: rustyline::DefaultEditor::new()?,
+            editor: rustyline::DefaultEditor::with_config(config)?,
             prompt: String::new(),
         })
     }

@@ -190,6 +190,11 @@ fn a_server_stop_at_the_prompt_is_reported_at_once() {
     assert_eq!(status.code(), Some(1), "{:?}", term.screen());
     term.expect("nbecho: the server closed the connection", 1);
     term.assert_restored();
+    // No terminal mode left on that the terminal's settings do not show.
+    assert!(
+        !term.screen().contains("\x1b[?2004h"),
+        "bracketed paste left on"
+    );
     let (status, log) = server.wait();
     assert!(status.success(), "{log}");
 }
