@@ -83,6 +83,12 @@ pub trait Lines {
     /// The next line, without its line end; `None` at end of input. A user's Ctrl-C is
     /// `Err` of kind [`Interrupted`](io::ErrorKind::Interrupted).
     fn read_line(&mut self) -> io::Result<Option<Vec<u8>>>;
+    /// At end of input: ends the prompt's line on `out`, unless the source did already
+    /// (a line editor does).
+    fn ended(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        out.write_all(b"\n")?;
+        out.flush()
+    }
 }
 
 /// Lines of bytes from any reader (a pipe, a file), sent as they are; the prompt goes to
@@ -164,8 +170,7 @@ pub fn interactive<W: Write + Send>(
                 }
             }
             let mut out = output.lock().map_err(|_| io::Error::other("poisoned"))?;
-            out.write_all(b"\n")?;
-            out.flush()?;
+            input.ended(&mut *out)?;
             Ok(())
         })();
         // End of input (or a failed send): tell the listener, then half-close; it returns

@@ -451,6 +451,10 @@ impl client::Lines for Editing {
             Err(e) => Err(std::io::Error::other(e)),
         }
     }
+
+    fn ended(&mut self, _: &mut dyn std::io::Write) -> std::io::Result<()> {
+        Ok(()) // rustyline ended the line at Ctrl-D
+    }
 }
 
 fn run_bench(args: BenchArgs) -> Result<ExitCode, String> {
