@@ -27,11 +27,19 @@ pub struct Config {
     /// Polling or readiness-driven.
     pub scheduling: Scheduling,
     /// Close a connection that made no progress (nothing received or sent) for this long.
-    /// `None` turns it off. Default: 300 s.
+    /// `None` turns it off; at least 1 µs. Default: 300 s.
     pub idle_timeout: Option<Duration>,
     /// Operations (receives and sends) one connection may take per visit before the next
     /// connection's turn: round-robin fairness. At least 1; default 4.
     pub visit_budget: u16,
+    /// A read that returns fewer bytes than its buffer held means the stream has nothing
+    /// more to give now, and new data will make it ready again (in readiness scheduling,
+    /// a new readiness event): the connection is not read again until then, which saves
+    /// the read that would only would-block. True of TCP sockets with edge-triggered
+    /// epoll, kqueue or plain polling (a short read means the receive queue was emptied,
+    /// and any later arrival raises a new edge); not of streams that may return less than
+    /// they have (`embedded-io` allows it). Default: false.
+    pub short_reads_drain: bool,
     /// Connections a pass may accept (or refuse at capacity) before it serves the
     /// connections that were ready when it began. At least 1; default 16.
     pub accepts_per_pass: u16,
@@ -63,6 +71,7 @@ impl Default for Config {
             scheduling: Scheduling::Polling,
             idle_timeout: Some(Duration::from_secs(300)),
             visit_budget: 4,
+            short_reads_drain: false,
             accepts_per_pass: 16,
             idle_backoff_min: Duration::from_micros(50),
             idle_backoff_max: Duration::from_millis(10),

@@ -166,6 +166,10 @@ pub struct Slot {
     pub(crate) queued: bool,
     /// The last read filled its buffer: prefer a large buffer next time.
     pub(crate) bulk: bool,
+    /// The readiness source reported the peer's end-of-stream
+    /// ([`Server::on_read_closed`](crate::Server::on_read_closed)): read on to it, short
+    /// reads or not.
+    pub(crate) peer_fin: bool,
     /// Lingering: ask the transport whether its output is delivered
     /// ([`Action::Probe`](crate::Action::Probe)) at the next visit.
     pub(crate) probe_due: bool,
@@ -198,6 +202,7 @@ impl Slot {
         writable: false,
         queued: false,
         bulk: false,
+        peer_fin: false,
         probe_due: false,
         generation: 0,
         next: NIL,

@@ -148,6 +148,8 @@ pub struct Server<'a, T> {
     probe_backoff: Duration,
     probe_at: Instant,
     shutdown_deadline: Option<Instant>,
+    /// The `now` the timers last ran for (`Instant::MAX`: to be run at the next poll).
+    timers_run_at: Instant,
     forced: bool,
     pending: Option<Pending>,
 }
@@ -180,6 +182,8 @@ impl<'a, T: Transform> Server<'a, T> {
         config.accept_backoff_max = config.accept_backoff_max.max(config.accept_backoff_min);
         config.probe_backoff_min = config.probe_backoff_min.max(Duration::from_micros(1));
         config.probe_backoff_max = config.probe_backoff_max.max(config.probe_backoff_min);
+        // A deadline is always later than the progress that set it (see `plan`).
+        config.idle_timeout = config.idle_timeout.map(|t| t.max(Duration::from_micros(1)));
         Self {
             config,
             slots: storage.slots,
@@ -207,6 +211,7 @@ impl<'a, T: Transform> Server<'a, T> {
             probe_backoff: Duration::ZERO,
             probe_at: Instant::MAX,
             shutdown_deadline: None,
+            timers_run_at: Instant::MAX,
             forced: false,
             pending: None,
         }
@@ -323,7 +328,14 @@ impl<'a, T: Transform> Server<'a, T> {
     /// readiness mode the driver polls for new events (`Wait { until: Some(now) }`) between
     /// two passes, so newly ready connections and new arrivals are seen promptly.
     fn plan(&mut self, now: Instant) -> Plan {
-        self.run_timers(now);
+        // Drivers read the clock once per wake-up, so most polls see the same `now`: the
+        // timers were run for it already, and every deadline set since lies later (an
+        // idle deadline is `now` plus a timeout of at least 1 µs, a probe round `now`
+        // plus its pause; `begin_shutdown` forgets `timers_run_at`).
+        if now != self.timers_run_at {
+            self.run_timers(now);
+            self.timers_run_at = now;
+        }
         loop {
             if self.current != NIL {
                 if let Some(plan) = self.plan_visit(self.current, now) {
@@ -863,6 +875,9 @@ impl<'a, T: Transform> Server<'a, T> {
                 self.pass_progress = true;
                 self.progressed(idx, now);
                 let slot = &mut self.slots[idx as usize];
+                if self.config.short_reads_drain && n < max as usize && !slot.peer_fin {
+                    slot.readable = false;
+                }
                 if state == ConnState::Lingering {
                     self.stats.bytes_discarded += n as u64;
                 } else {
@@ -1031,6 +1046,18 @@ impl<'a, T: Transform> Server<'a, T> {
         Ok(())
     }
 
+    /// Readiness drivers: the peer of `conn` closed its side (epoll's `EPOLLRDHUP`), so
+    /// its end-of-stream waits to be read. With
+    /// [`short_reads_drain`](crate::Config::short_reads_drain) a read that drains the
+    /// data before it would otherwise be taken for "nothing more", and the end-of-stream,
+    /// whose edge came with or before that data, never read: after this call the
+    /// connection is read until the end-of-stream, short reads or not.
+    pub fn on_read_closed(&mut self, conn: ConnId) -> Result<(), ReportError> {
+        let idx = self.live(conn)?;
+        self.slots[idx as usize].peer_fin = true;
+        self.on_ready(conn, true, false)
+    }
+
     /// Readiness drivers: the listener may have connections to accept.
     pub fn on_listener_ready(&mut self) {
         self.listener_ready = true;
@@ -1042,6 +1069,7 @@ impl<'a, T: Transform> Server<'a, T> {
     /// [`Action::Finished`]. A second call can only bring the deadline forward.
     pub fn begin_shutdown(&mut self, deadline: Instant) {
         self.shutdown_deadline = Some(self.shutdown_deadline.map_or(deadline, |d| d.min(deadline)));
+        self.timers_run_at = Instant::MAX;
         for idx in 0..self.fresh_slots {
             self.drain(idx);
         }

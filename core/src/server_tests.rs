@@ -1083,6 +1083,23 @@ fn the_deadline_counts_what_was_still_unacknowledged() {
 }
 
 #[test]
+fn a_shutdown_deadline_of_now_forces_at_once() {
+    // Polls at one `now` run the timers once; a deadline set at that same `now` must still
+    // be seen by the next poll.
+    let mut s = ready_server(Config::default());
+    let c = accept(&mut s, T0);
+    recv(&mut s, T0, c, b"stuck");
+    send_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    assert_eq!(
+        quiet(&mut s, T0),
+        Op::Wait(Some(T0 + Config::default().idle_timeout.unwrap()))
+    );
+    s.begin_shutdown(T0);
+    assert_eq!(op(&mut s, T0), Op::Close(c, CloseReason::Forced));
+    assert_eq!(op(&mut s, T0), Op::Finished);
+}
+
+#[test]
 fn shutdown_forces_closes_at_the_deadline() {
     let mut s = polling();
     let c = accept(&mut s, T0);
@@ -1177,6 +1194,35 @@ fn an_unreported_operation_counts_as_not_done() {
 }
 
 // ---- readiness scheduling -----------------------------------------------------------------
+
+#[test]
+fn a_short_read_drains_only_where_the_transport_says_so() {
+    for drains in [false, true] {
+        let mut s = ready_server(Config {
+            idle_timeout: None,
+            short_reads_drain: drains,
+            ..Config::default()
+        });
+        let c = accept(&mut s, T0);
+        // 4 bytes into a 16-byte buffer: short.
+        recv(&mut s, T0, c, b"ping");
+        send(&mut s, T0, c, b"PING", 4);
+        if !drains {
+            // Nothing says the stream is empty: read until it would-block.
+            let next = op(&mut s, T0);
+            assert_eq!(next, Op::Recv(c, 16));
+            s.on_recv(T0, c, Err(nb::Error::WouldBlock)).unwrap();
+        }
+        assert_eq!(quiet(&mut s, T0), Op::Wait(None), "drains: {drains}");
+        // A full read says nothing either way: read on.
+        s.on_ready(c, true, false).unwrap();
+        recv(&mut s, T0, c, &[b'x'; 16]);
+        send(&mut s, T0, c, &[b'X'; 16], 16);
+        recv(&mut s, T0, c, b"y");
+        send(&mut s, T0, c, b"Y", 1);
+        assert_eq!(quiet(&mut s, T0), Op::Wait(None), "drains: {drains}");
+    }
+}
 
 #[test]
 fn readiness_mode_only_tries_what_is_ready() {

@@ -9,28 +9,22 @@ pub const SPIN_BELOW: std::time::Duration = std::time::Duration::from_micros(100
 /// Monotonic time since the clock was made.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
-    origin: std::time::Instant,
+    /// The monotonic clock's reading at the origin, in microseconds.
+    origin: u64,
 }
 
 impl Clock {
     /// A clock whose zero is now.
     pub fn new() -> Self {
         Self {
-            origin: std::time::Instant::now(),
+            origin: crate::sys::monotonic_micros(),
         }
     }
 
     /// Now, in microseconds since the origin.
     pub fn now(&self) -> Instant {
-        // Seconds and microseconds, not `as_micros`: no 128-bit arithmetic on a hot path
-        // (u64 microseconds last 584,000 years).
-        let elapsed = self.origin.elapsed();
-        Instant::from_micros(
-            elapsed
-                .as_secs()
-                .saturating_mul(1_000_000)
-                .saturating_add(u64::from(elapsed.subsec_micros())),
-        )
+        // The monotonic clock never goes back; u64 microseconds last 584,000 years.
+        Instant::from_micros(crate::sys::monotonic_micros().saturating_sub(self.origin))
     }
 
     /// Waits until `until`, but at most `cap` (so that signals are noticed).

@@ -14,7 +14,7 @@
 //! The adapter decides nothing about *when* to do things: [`serve::run`] is the core's
 //! [`Driver`](nbecho_core::Driver) loop plus what a process needs (a clock, sleeping for
 //! [`Wait`](nbecho_core::Action::Wait), signals, logs).
-// One audited `ioctl` (`net::unacked_bytes`) is the only exception, allowed where it is.
+// Two audited system calls (`sys`) are the only exception, allowed where they are.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 // A std crate by definition: the workspace's `core`-over-`std` lint is for no_std code.
@@ -27,3 +27,4 @@ pub mod client;
 pub mod clock;
 pub mod net;
 pub mod serve;
+mod sys;

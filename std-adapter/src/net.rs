@@ -39,7 +39,7 @@ pub trait Socket: Read + Write + std::os::fd::AsFd {
     /// Bytes written, the FIN counting as one, that the peer has not acknowledged yet.
     /// Linux only (`SIOCOUTQ`); elsewhere `Unsupported`.
     fn unacked(&self) -> io::Result<usize> {
-        unacked_bytes(self)
+        crate::sys::unacked_bytes(self)
     }
     /// Makes the coming close a reset (RST): `SO_LINGER` with a zero timeout.
     fn reset_on_close(&self) -> io::Result<()>
@@ -192,28 +192,4 @@ impl<S: Socket> Stream for NetStream<S> {
             let _ = self.0.reset_on_close();
         }
     }
-}
-
-/// `SIOCOUTQ` (`tcp(7)`): the bytes in the socket's send queue not yet acknowledged by the
-/// peer, which counts a FIN as one. Neither std, socket2, mio nor rustix has a safe call
-/// for it, hence this one audited `ioctl`.
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-fn unacked_bytes(socket: &(impl std::os::fd::AsFd + ?Sized)) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    let mut unacked: libc::c_int = 0;
-    // SAFETY: `SIOCOUTQ` (the same number as `TIOCOUTQ` on Linux) writes one `int`
-    // through its argument, which points to a live, aligned `c_int` of ours; the
-    // descriptor is borrowed from an open socket for the whole call. On a descriptor that
-    // is not a socket the kernel answers an error and writes nothing.
-    let rc = unsafe { libc::ioctl(socket.as_fd().as_raw_fd(), libc::TIOCOUTQ, &mut unacked) };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(usize::try_from(unacked).unwrap_or(0))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn unacked_bytes(_: &(impl std::os::fd::AsFd + ?Sized)) -> io::Result<usize> {
-    Err(io::ErrorKind::Unsupported.into())
 }

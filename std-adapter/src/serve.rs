@@ -397,9 +397,13 @@ impl Io for Epoll {
                     // slot: spurious readiness, which costs one would-block.
                     if let Some(conn) = server.conn_id(index) {
                         let failed = event.is_error();
-                        let readable = event.is_readable() || event.is_read_closed() || failed;
+                        let readable = event.is_readable() || failed;
                         let writable = event.is_writable() || event.is_write_closed() || failed;
                         let _ = server.on_ready(conn, readable, writable);
+                        if event.is_read_closed() {
+                            // The end-of-stream must be read even after a short read.
+                            let _ = server.on_read_closed(conn);
+                        }
                     }
                 }
             }
@@ -437,6 +441,10 @@ fn serve<I: Io>(
     }
     let mut config = Config::default();
     config.scheduling = I::SCHEDULING;
+    // TCP sockets: a short read emptied the receive queue, and what arrives later raises a
+    // new epoll edge (polling tries again next pass anyway); the peer's FIN is reported
+    // apart (`on_read_closed`), so it is read however short the read before it.
+    config.short_reads_drain = true;
     config.idle_timeout = options
         .idle_timeout
         .map(|t| Duration::from_micros(micros(t)));
@@ -460,33 +468,41 @@ fn serve<I: Io>(
     // graceful stop; a second one stops at once.
     let mut signals = 0;
     let mut stopped_at_once = false;
+    // Stop requests are looked at with the clock: after each wait and every CLOCK_EVERY
+    // steps (a signal also ends the wait, through the self-pipe).
+    let mut look = true;
     loop {
-        let requests = signals.max(usize::from(stop.load(Ordering::Relaxed)));
-        if requests >= 1 && !driver.server().is_shutting_down() {
-            let deadline = clock.now() + Duration::from_micros(micros(options.shutdown_timeout));
-            info!(
-                active = driver.server().stats().active,
-                "shutting down: flushing open connections (deadline in {:?}; a second signal stops at once)",
-                options.shutdown_timeout
-            );
-            driver.server_mut().begin_shutdown(deadline);
-        }
-        if requests >= 2 && !stopped_at_once {
-            stopped_at_once = true;
-            let stats = driver.server().stats();
-            warn!(
-                active = stats.active,
-                unsent_bytes = stats.bytes_buffered(),
-                "second signal: stopping now, closing every connection"
-            );
-            now = clock.now();
-            driver.server_mut().begin_shutdown(now);
+        if look {
+            look = false;
+            let requests = signals.max(usize::from(stop.load(Ordering::Relaxed)));
+            if requests >= 1 && !driver.server().is_shutting_down() {
+                let deadline =
+                    clock.now() + Duration::from_micros(micros(options.shutdown_timeout));
+                info!(
+                    active = driver.server().stats().active,
+                    "shutting down: flushing open connections (deadline in {:?}; a second signal stops at once)",
+                    options.shutdown_timeout
+                );
+                driver.server_mut().begin_shutdown(deadline);
+            }
+            if requests >= 2 && !stopped_at_once {
+                stopped_at_once = true;
+                let stats = driver.server().stats();
+                warn!(
+                    active = stats.active,
+                    unsent_bytes = stats.bytes_buffered(),
+                    "second signal: stopping now, closing every connection"
+                );
+                now = clock.now();
+                driver.server_mut().begin_shutdown(now);
+            }
         }
         steps_since_clock += 1;
         if steps_since_clock >= CLOCK_EVERY {
             now = clock.now();
             steps_since_clock = 0;
             signals += io.signals();
+            look = true;
         }
         match driver.step(now) {
             Step::Recv { .. } | Step::Send { .. } | Step::AcceptWouldBlock => {}
@@ -495,6 +511,7 @@ fn serve<I: Io>(
                 now = clock.now();
                 steps_since_clock = 0;
                 signals += io.signals();
+                look = true;
             }
             Step::Finished => break,
             Step::Accepted(conn) => {

@@ -324,6 +324,7 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
         .map(|t| Duration::from_millis(t.into()));
     config.idle_timeout = idle_timeout;
     config.visit_budget = s.server.visit_budget.into();
+    config.short_reads_drain = s.server.short_reads_drain;
     let mut storage = Storage::new(&mut slots, &mut arena, buffer_size)
         .map_err(|e| fail(0, format!("storage: {e}")))?;
     if s.server.large_buffers > 0 {
@@ -345,6 +346,7 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
     let server = Server::new(config, storage, mode);
     let bounds = Bounds::new(server.config(), capacity);
     let net: SharedNet = Net::new(s.seed, s.faults.clone(), &s.clients, s.server.identity);
+    net.borrow_mut().short_reads_drain = s.server.short_reads_drain;
     let mut driver = Driver::new(server, SimListener(Rc::clone(&net)), &mut streams)
         .map_err(|e| fail(0, e.to_string()))?;
 
@@ -571,7 +573,7 @@ fn deliver_readiness(
     if listener {
         driver.server_mut().on_listener_ready();
     }
-    for &(client, readable, writable) in &edges {
+    for &(client, readable, writable, read_closed) in &edges {
         let conn = model
             .slots
             .iter()
@@ -583,6 +585,12 @@ fn deliver_readiness(
                 .server_mut()
                 .on_ready(conn, readable, writable)
                 .map_err(|e| format!("on_ready({conn}): {e}"))?;
+            if read_closed {
+                driver
+                    .server_mut()
+                    .on_read_closed(conn)
+                    .map_err(|e| format!("on_read_closed({conn}): {e}"))?;
+            }
         }
     }
     Ok(listener || !edges.is_empty())

@@ -90,6 +90,9 @@ pub struct Net {
     faults: Faults,
     /// The server echoes bytes unchanged (else uppercase).
     identity: bool,
+    /// A read that leaves data behind raises a readable edge (see
+    /// [`ServerPlan::short_reads_drain`](crate::ServerPlan::short_reads_drain)).
+    pub short_reads_drain: bool,
     /// Clients that connected and wait to be accepted, oldest first.
     pub backlog: VecDeque<usize>,
     /// One pipe per client, by client index.
@@ -103,8 +106,9 @@ pub struct Net {
     pub injected: u64,
     /// The client the last successful accept returned.
     pub last_accepted: Option<usize>,
-    /// Readiness edges not yet reported: (client, readable, writable).
-    pub edges: Vec<(usize, bool, bool)>,
+    /// Readiness edges not yet reported: (client, readable, writable, read closed: the
+    /// client's FIN, which epoll reports as `EPOLLRDHUP`).
+    pub edges: Vec<(usize, bool, bool, bool)>,
     /// The listener became ready.
     pub listener_edge: bool,
 }
@@ -132,6 +136,7 @@ impl Net {
             rng,
             faults,
             identity,
+            short_reads_drain: false,
             backlog: VecDeque::new(),
             pipes,
             clients,
@@ -159,7 +164,7 @@ impl Net {
     }
 
     fn edge(&mut self, client: usize, readable: bool, writable: bool) {
-        self.edges.push((client, readable, writable));
+        self.edges.push((client, readable, writable, false));
     }
 
     /// True once the client has nothing more to do: it reset, or the server closed and
@@ -221,7 +226,7 @@ impl Net {
                 if sent == total && !self.pipes[i].client_eof && !self.pipes[i].server_closed =>
             {
                 self.pipes[i].client_eof = true;
-                self.edge(i, true, false);
+                self.edges.push((i, true, false, true));
                 acted = true;
             }
             _ => {}
@@ -244,7 +249,7 @@ impl Net {
             // prompt), and the server must see for itself that nothing is at stake.
             if pipe.fin_acked && !pipe.client_eof && plan.behaviour != Behaviour::Idle {
                 pipe.client_eof = true;
-                self.edge(i, true, false);
+                self.edges.push((i, true, false, true));
                 acted = true;
             }
         }
@@ -309,6 +314,10 @@ impl Listener for SimListener {
         let i = net.backlog.pop_front().expect("checked non-empty");
         net.pipes[i].accepted = true;
         net.last_accepted = Some(i);
+        // Registering a socket with epoll reports what it already is: readable, writable,
+        // and read-closed if the client's FIN came first.
+        let eof = net.pipes[i].client_eof;
+        net.edges.push((i, true, true, eof));
         Ok(SimStream {
             net: Rc::clone(&self.0),
             client: i,
@@ -357,6 +366,10 @@ impl Stream for SimStream {
             };
         }
         let n = net.size(buf.len().min(available));
+        if net.short_reads_drain && n < available && n < buf.len() {
+            // A short read that leaves data: as if it arrived after, a new edge.
+            net.edge(i, true, false);
+        }
         let identity = net.identity;
         let pipe = &mut net.pipes[i];
         for (dst, src) in buf[..n].iter_mut().zip(pipe.to_server.drain(..n)) {

@@ -51,6 +51,11 @@ pub struct ServerPlan {
     pub app_every: Option<u16>,
     /// Start a graceful shutdown at this time (ms), mid-traffic, with a 2 s deadline.
     pub shutdown_at_ms: Option<u16>,
+    /// The server takes a short read for a drained stream
+    /// ([`Config::short_reads_drain`](nbecho_core::Config::short_reads_drain)); the network
+    /// keeps its side of that bargain as a kernel does: a read that leaves data behind (a
+    /// short-I/O fault) raises a new readable edge.
+    pub short_reads_drain: bool,
 }
 
 /// Fault rates, in percent of the operations concerned (each 0..=60).
@@ -120,6 +125,7 @@ impl Schedule {
             large_buffers: 0,
             large_factor: 2,
             app_every: None,
+            short_reads_drain: false,
         };
         let mut faults = Faults {
             accept_would_block: small(&mut rng, 40),
@@ -163,6 +169,7 @@ impl Schedule {
         } else {
             0
         };
+        server.short_reads_drain = rng.chance(50);
         Self {
             seed,
             server,
@@ -189,6 +196,7 @@ impl Schedule {
             large_buffers: s.large_buffers.min(4),
             large_factor: clamp(s.large_factor.into(), 2, 8) as u8,
             app_every: s.app_every.map(|n| clamp(n.into(), 50, 20_000) as u16),
+            short_reads_drain: s.short_reads_drain,
         };
         let f = &self.faults;
         let rate = |r: u8| r.min(60);
@@ -270,6 +278,7 @@ pub mod strategy {
                 prop_oneof![Just(0u8), 1..=4u8],
                 2..=8u8,
                 proptest::option::weighted(0.25, 50..5000u16),
+                any::<bool>(),
             ),
         )
             .prop_map(
@@ -283,7 +292,7 @@ pub mod strategy {
                     shutdown_at_ms,
                     edge_batches,
                     identity,
-                    (large_buffers, large_factor, app_every),
+                    (large_buffers, large_factor, app_every, short_reads_drain),
                 )| {
                     ServerPlan {
                         capacity,
@@ -298,6 +307,7 @@ pub mod strategy {
                         large_buffers,
                         large_factor,
                         app_every,
+                        short_reads_drain,
                     }
                 },
             )

@@ -27,6 +27,7 @@ fn a_plain_echo() {
             large_buffers: 0,
             large_factor: 2,
             app_every: None,
+            short_reads_drain: false,
         },
         faults: Faults::default(),
         clients: vec![ClientPlan {
@@ -131,6 +132,7 @@ fn bulk_transfers_use_large_buffers() {
             large_buffers: 2,
             large_factor: 8,
             app_every: None,
+            short_reads_drain: true,
         },
         faults: Faults::default(),
         clients: vec![
@@ -189,6 +191,8 @@ fn bulk_streams_do_not_starve_a_newcomer() {
                 large_buffers: 0,
                 large_factor: 2,
                 app_every: None,
+                // As the epoll driver runs it.
+                short_reads_drain: edge_batches,
             },
             faults: Faults::default(),
             clients,
