@@ -17,6 +17,7 @@ SCENARIOS=${SCENARIOS:-"1 64;16 1024"}
 SERVERS=${SERVERS:-"epoll poll mio"}
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 cargo build --release -q -p nbecho-std -p nbecho-bench
+cargo build --release -q -p nbecho-core --example hotpath
 BIN=target/release
 OUT=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
@@ -59,4 +60,19 @@ for scenario in "${scenarios[@]}"; do
         printf '| %s | %s conns x %s B | %s | %s | %s | %s |\n' \
             "$server" "$conns" "$size" "$messages" "$total" "$startup" "$per"
     done
+done
+
+# The core alone (core/examples/hotpath.rs: readiness, a short read, its send, the wait;
+# no sockets, no clock), per message of each scenario's size.
+core_alone() {
+    valgrind --tool=callgrind --callgrind-out-file="$OUT/core.$1.$2" \
+        target/release/examples/hotpath "$1" "$2" 2>/dev/null >/dev/null
+    awk '/^summary:/ {print $2}' "$OUT/core.$1.$2"
+}
+for scenario in "${scenarios[@]}"; do
+    read -r conns size <<<"$scenario"
+    one=$(core_alone 1 "$size")
+    many=$(core_alone 100001 "$size")
+    per=$(python3 -c "print(f'{($many - $one) / 100000:.0f}')")
+    printf '| core alone | %s B messages | 100000 | %s | %s | %s |\n' "$size" "$many" "$one" "$per"
 done

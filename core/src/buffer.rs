@@ -121,12 +121,11 @@ impl<'a> Pool<'a> {
         let block = if self.free != NIL {
             let block = self.free;
             let link = self.range(block, 0, 4);
-            let next = u32::from_le_bytes([
-                self.arena[link.start],
-                self.arena[link.start + 1],
-                self.arena[link.start + 2],
-                self.arena[link.start + 3],
-            ]);
+            // One bounds check for the four bytes (a block holds at least MIN_BLOCK).
+            let next = self
+                .arena
+                .get(link)
+                .map_or(NIL, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
             // A link is only ever written by `release`; anything out of range would be a
             // bug, and ends the list rather than lending a wrong block.
             self.free = if next < self.blocks { next } else { NIL };

@@ -118,6 +118,8 @@ pub struct Server<'a, T> {
     queue_len: u32,
     current: u32,
     visit_ops: u16,
+    /// The visit of `current` ended because its budget was spent (not for want of work).
+    visit_spent: bool,
     /// Connections of this pass still on the queue: those queued when it began. Whatever
     /// is queued later (requeued after its budget, newly ready) waits for the next pass.
     pass_left: u32,
@@ -197,6 +199,7 @@ impl<'a, T: Transform> Server<'a, T> {
             queue_len: 0,
             current: NIL,
             visit_ops: 0,
+            visit_spent: false,
             pass_left: 0,
             accepts_left: config.accepts_per_pass,
             busy_since_wait: false,
@@ -353,6 +356,7 @@ impl<'a, T: Transform> Server<'a, T> {
                     self.pass_left -= 1;
                     self.current = idx;
                     self.visit_ops = 0;
+                    self.visit_spent = false;
                     continue;
                 }
                 self.pass_left = 0;
@@ -447,6 +451,7 @@ impl<'a, T: Transform> Server<'a, T> {
             return Some(self.release(idx, now));
         }
         if !budget_left {
+            self.visit_spent = true;
             return None;
         }
         if slot.len > 0 && slot.writable && state.may_send() {
@@ -518,8 +523,10 @@ impl<'a, T: Transform> Server<'a, T> {
         let idx = self.current;
         self.current = NIL;
         // A readiness driver will not tell us again about readiness we did not use up:
-        // keep the connection on the queue. A polling pass revisits everyone anyway.
-        if self.config.scheduling == Scheduling::Readiness {
+        // keep the connection on the queue. A polling pass revisits everyone anyway. A
+        // visit that ended with nothing to do has nothing to keep (and a connection that
+        // lacked only a buffer went in line for one as it ended).
+        if self.config.scheduling == Scheduling::Readiness && self.visit_spent {
             self.requeue(idx);
         }
     }

@@ -1,0 +1,71 @@
+//! The core's share of one echoed message, as the epoll driver drives it: readiness, a
+//! short read of 64 bytes, its send, and the wait that follows; N times. No sockets, no
+//! clock: run it under callgrind to count the core's instructions per message
+//! (`benches/callgrind.sh` does, next to the whole server's).
+//!
+//! `cargo run --release -p nbecho-core --example hotpath -- 100000`
+// A std example: the workspace's `core`-over-`std` lint is for no_std code.
+#![allow(clippy::std_instead_of_core)]
+
+use std::hint::black_box;
+
+use nbecho_core::{
+    nb, Action, Admission, Config, Instant, Scheduling, Server, Slot, Storage, Uppercase,
+};
+
+fn main() {
+    let messages: u64 = std::env::args()
+        .nth(1)
+        .map_or(100_000, |n| n.parse().expect("a number of messages"));
+    let size: usize = std::env::args()
+        .nth(2)
+        .map_or(64, |n| n.parse().expect("a message size"));
+    // The binary's defaults, as `nbecho serve --driver epoll --idle-timeout 0` sets them.
+    let mut slots = vec![Slot::EMPTY; 1024];
+    let mut arena = vec![0u8; 1024 * 4096];
+    let mut config = Config::default();
+    config.scheduling = Scheduling::Readiness;
+    config.short_reads_drain = true;
+    config.idle_timeout = None;
+    let storage = Storage::new(&mut slots, &mut arena, 4096).expect("valid sizes");
+    let mut server = Server::new(config, storage, Uppercase);
+    let now = Instant::ZERO;
+    server.on_listener_ready();
+    assert_eq!(server.poll(now), Action::Accept);
+    let Ok(Admission::Admitted(conn)) = server.on_accepted(now) else {
+        unreachable!("a free slot")
+    };
+    // Settle: the first read finds nothing, the listener nothing more.
+    loop {
+        match server.poll(now) {
+            Action::Accept => server.on_accept_error(now, nb::Error::WouldBlock).unwrap(),
+            Action::Recv { conn, .. } => server
+                .on_recv(now, conn, Err(nb::Error::WouldBlock))
+                .unwrap(),
+            Action::Wait { until: None } => break,
+            Action::Wait { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let message = vec![b'a'; size];
+    for i in 0..messages {
+        server.on_ready(conn, true, false).unwrap();
+        match server.poll(now) {
+            Action::Recv { conn, buf } => {
+                buf[..size].copy_from_slice(black_box(&message));
+                server.on_recv(now, conn, Ok(size)).unwrap();
+            }
+            other => panic!("{other:?}"),
+        }
+        match server.poll(now) {
+            Action::Send { conn, bytes, .. } => {
+                assert!(i > 0 || bytes.iter().all(|&b| b == b'A'), "uppercased");
+                let sent = black_box(bytes).len();
+                server.on_send(now, conn, Ok(sent)).unwrap();
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(server.poll(now), Action::Wait { until: None });
+    }
+    assert_eq!(server.stats().bytes_out, messages * size as u64);
+}
