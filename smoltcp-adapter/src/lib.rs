@@ -15,19 +15,70 @@
 //! listening once closed. [`Timeouts`] also sets smoltcp's own timeout and keep-alive, so
 //! that a peer that vanishes does not hold a socket for ever.
 //!
-//! The caller owns the interface and calls [`Sockets::service`] after each poll of it;
-//! then [`Driver`](nbecho_core::Driver) steps (the core runs in
-//! [`Scheduling::Polling`](nbecho_core::Scheduling::Polling); a smoltcp socket's state is
-//! cheap to poll):
+//! The caller owns the interface. One turn of its loop: poll the interface, call
+//! [`Sockets::service`], run [`Driver`](nbecho_core::Driver) steps until the core waits,
+//! poll the interface again (to send what the core wrote), then sleep until
+//! [`next_wake`]: the earlier of the core's timer and the stack's
+//! ([`Interface::poll_at`](smoltcp::iface::Interface::poll_at)), or until a packet comes
+//! in. The core runs in [`Scheduling::Polling`](nbecho_core::Scheduling::Polling): a
+//! smoltcp socket's state is cheap to poll, and the core's waits back off while nothing
+//! happens. The whole thing, on smoltcp's loopback device with a smoltcp client:
 //!
-//! ```ignore
-//! let sockets = Sockets::new(socket_set, listening_handles, 7);
+//! ```
+//! use nbecho_core::{Config, Driver, Server, Slot, Step, Storage, Uppercase};
+//! use nbecho_smoltcp::{core_time, next_wake, SmolStream, Sockets};
+//! use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet, SocketStorage};
+//! use smoltcp::phy::{Loopback, Medium};
+//! use smoltcp::socket::tcp;
+//! use smoltcp::time::Instant;
+//! use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+//!
+//! let mut device = Loopback::new(Medium::Ip);
+//! let mut iface = Interface::new(IfaceConfig::new(HardwareAddress::Ip), &mut device, Instant::ZERO);
+//! iface.update_ip_addrs(|ips| ips.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8)).unwrap());
+//! let socket = || tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 512]), tcp::SocketBuffer::new(vec![0; 512]));
+//! let mut storage = [SocketStorage::EMPTY; 3];
+//! let mut set = SocketSet::new(&mut storage[..]);
+//! let listening = [set.add(socket()), set.add(socket())];
+//! let client = set.add(socket());
+//! let sockets = Sockets::new(set, listening, 7);
+//!
+//! let (mut slots, mut arena) = ([Slot::EMPTY; 2], [0u8; 2 * 256]);
+//! let storage = Storage::new(&mut slots, &mut arena, 256)?;
+//! let server = Server::new(Config::default(), storage, Uppercase);
+//! let mut streams: [Option<SmolStream<'_, '_, 2>>; 2] = [None, None];
 //! let mut driver = Driver::new(server, sockets.listener(), &mut streams)?;
-//! loop {
+//!
+//! let (mut now, mut reply, mut sent) = (Instant::ZERO, Vec::new(), false);
+//! while reply.len() < 5 {
+//!     assert!(now < Instant::from_secs(10), "no echo");
 //!     iface.poll(now, &mut device, &mut sockets.set());
 //!     sockets.service(now);
-//!     while let Step::Recv { .. } | Step::Send { .. } /* ... */ = driver.step(core_now) {}
+//!     let until = loop {
+//!         if let Step::Wait(until) = driver.step(core_time(now)) {
+//!             break until;
+//!         }
+//!     };
+//!     iface.poll(now, &mut device, &mut sockets.set());
+//!     // The client, on the same interface.
+//!     let mut set = sockets.set();
+//!     let peer = set.get_mut::<tcp::Socket>(client);
+//!     if !peer.is_open() && !sent {
+//!         peer.connect(iface.context(), (IpAddress::v4(127, 0, 0, 1), 7), 49152)?;
+//!     } else if peer.can_send() && !sent {
+//!         peer.send_slice(b"hello")?;
+//!         sent = true;
+//!     }
+//!     while peer.can_recv() {
+//!         peer.recv(|data| { reply.extend_from_slice(data); (data.len(), ()) })?;
+//!     }
+//!     // Sleep until the core's timer or the stack's (a board would WFI until then, or
+//!     // until the network interrupt); here time just moves on.
+//!     let wake = next_wake(until, iface.poll_at(now, &set));
+//!     now = wake.map_or(now, |wake| wake.max(now));
 //! }
+//! assert_eq!(reply, b"HELLO");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! `tests/tests/smoltcp.rs` runs it on smoltcp's loopback device with smoltcp clients, and
@@ -43,6 +94,27 @@ use nbecho_core::{nb, CloseReason, ErrorKind, Listener, Stream};
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
+
+/// The core's time for smoltcp's: microseconds since smoltcp's zero (before it: zero).
+pub fn core_time(now: Instant) -> nbecho_core::Instant {
+    nbecho_core::Instant::from_micros(u64::try_from(now.total_micros()).unwrap_or(0))
+}
+
+/// When the loop must run again: the earlier of the core's
+/// [`Wait { until }`](nbecho_core::Action::Wait) and the stack's
+/// [`poll_at`](smoltcp::iface::Interface::poll_at); `None` when neither has a timer (run
+/// again when a packet comes in).
+pub fn next_wake(
+    core_until: Option<nbecho_core::Instant>,
+    stack: Option<Instant>,
+) -> Option<Instant> {
+    let core = core_until
+        .map(|t| Instant::from_micros(i64::try_from(t.total_micros()).unwrap_or(i64::MAX)));
+    match (core, stack) {
+        (Some(core), Some(stack)) => Some(core.min(stack)),
+        (core, stack) => core.or(stack),
+    }
+}
 
 /// How long the server's sockets wait on their peers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

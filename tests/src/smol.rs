@@ -2,18 +2,20 @@
 //! serving through `nbecho-smoltcp` and smoltcp clients on the same interface, on a
 //! virtual clock. No OS socket anywhere.
 
-use nbecho_core::{Config, Driver, Instant, Server, Slot, Stats, Step, Storage, Uppercase};
-use nbecho_smoltcp::{SmolStream, Sockets, Timeouts};
+use nbecho_core::{Config, Driver, Server, Slot, Stats, Step, Storage, Uppercase};
+use nbecho_smoltcp::{core_time, next_wake, SmolStream, Sockets, Timeouts};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::phy::{Loopback, Medium};
 use smoltcp::socket::tcp;
-use smoltcp::time::Instant as SmolInstant;
+use smoltcp::time::{Duration, Instant as SmolInstant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
 /// The server's port.
 pub const PORT: u16 = 7;
 /// How long a run may take, in virtual milliseconds.
 const LIMIT_MS: u64 = 60_000;
+/// Turns of the loop a run may take (many share one instant while packets move).
+const MAX_TURNS: u64 = 1_000_000;
 
 /// One smoltcp client.
 #[derive(Clone, Debug)]
@@ -108,17 +110,28 @@ pub fn run_with<const N: usize>(
         Driver::new(server, sockets.listener(), &mut streams).expect("one stream per slot");
 
     let mut states: Vec<ClientState> = clients.iter().map(|_| ClientState::default()).collect();
-    let mut ms = 0;
-    while ms < LIMIT_MS {
-        let t = SmolInstant::from_millis(ms as i64);
-        iface.poll(t, &mut device, &mut sockets.set());
-        sockets.service(t);
+    // The loop of the adapter's docs: poll, service, steps until the core waits, poll,
+    // then on to the earlier of the core's timer, the stack's, and the next client's
+    // connect (a client that has something to send makes the stack's timer "now").
+    let mut now = SmolInstant::ZERO;
+    let mut turns = 0u64;
+    while now < SmolInstant::from_millis(LIMIT_MS as i64) && turns < MAX_TURNS {
+        turns += 1;
+        let ms = now.total_millis() as u64;
+        iface.poll(now, &mut device, &mut sockets.set());
+        sockets.service(now);
+        let mut until = None;
         for _ in 0..100_000 {
-            if let Step::Wait(_) | Step::Finished = driver.step(Instant::from_millis(ms)) {
-                break;
+            match driver.step(core_time(now)) {
+                Step::Wait(wait) => {
+                    until = wait;
+                    break;
+                }
+                Step::Finished => break,
+                _ => {}
             }
         }
-        iface.poll(t, &mut device, &mut sockets.set());
+        iface.poll(now, &mut device, &mut sockets.set());
         let mut set = sockets.set();
         for ((client, state), &handle) in clients.iter().zip(&mut states).zip(&client_handles) {
             let socket = set.get_mut::<tcp::Socket>(handle);
@@ -137,17 +150,29 @@ pub fn run_with<const N: usize>(
             }
             client_step(client, state, socket);
         }
-        drop(set);
         let server_idle = driver.server().stats().active == 0;
         if server_idle && states.iter().all(|s| s.done) {
             break;
         }
-        ms += 1;
+        let connect = clients
+            .iter()
+            .zip(&states)
+            .filter(|(_, s)| !s.connected)
+            .map(|(c, _)| SmolInstant::from_millis(c.connect_at_ms as i64))
+            .min();
+        let wake = [next_wake(until, iface.poll_at(now, &set)), connect]
+            .into_iter()
+            .flatten()
+            .min()
+            // Nothing scheduled at all: the clients wait on the server's timers only.
+            .unwrap_or(now + Duration::from_millis(1));
+        drop(set);
+        now = wake.max(now);
     }
     SmolReport {
         clients: states.into_iter().map(|s| s.outcome).collect(),
         stats: *driver.server().stats(),
-        millis: ms,
+        millis: now.total_millis() as u64,
     }
 }
 
