@@ -1,5 +1,12 @@
 //! The generic driver: runs poll → operate → report against small [`Listener`] and
 //! [`Stream`] traits, so that every adapter is a few trait methods.
+//!
+//! Both traits take a *context* `C`, passed to every call by [`Driver::step_with`]: what
+//! the streams need and do not own, such as the network stack's socket set. An adapter
+//! over a stack then holds plain handles and needs no interior mutability (`RefCell`);
+//! one that needs nothing uses the default, `()`, and [`Driver::step`].
+
+use core::marker::PhantomData;
 
 use embedded_io::ErrorKind;
 
@@ -9,56 +16,66 @@ use crate::server::Server;
 use crate::time::Instant;
 use crate::transform::Transform;
 
-/// A non-blocking byte stream: one accepted connection.
-pub trait Stream {
+/// A non-blocking byte stream: one accepted connection. `C` is the context every call
+/// gets (see the [module docs](self)).
+pub trait Stream<C: ?Sized = ()> {
     /// Reads into `buf`: `Ok(0)` is end-of-stream, `Err(WouldBlock)` means nothing yet.
-    fn read(&mut self, buf: &mut [u8]) -> nb::Result<usize, ErrorKind>;
+    fn read(&mut self, cx: &mut C, buf: &mut [u8]) -> nb::Result<usize, ErrorKind>;
     /// Writes a prefix of `bytes`: `Err(WouldBlock)` means no room now.
-    fn write(&mut self, bytes: &[u8]) -> nb::Result<usize, ErrorKind>;
+    fn write(&mut self, cx: &mut C, bytes: &[u8]) -> nb::Result<usize, ErrorKind>;
     /// Writes a prefix of `first` followed by `second`, in one operation where the
     /// transport can (`writev`). The default writes `first` alone.
-    fn write_vectored(&mut self, first: &[u8], second: &[u8]) -> nb::Result<usize, ErrorKind> {
+    fn write_vectored(
+        &mut self,
+        cx: &mut C,
+        first: &[u8],
+        second: &[u8],
+    ) -> nb::Result<usize, ErrorKind> {
         let _ = second;
-        self.write(first)
+        self.write(cx, first)
     }
     /// Shuts down the write side (TCP FIN), keeping the read side open.
-    fn shutdown_write(&mut self) -> Result<(), ErrorKind>;
+    fn shutdown_write(&mut self, cx: &mut C) -> Result<(), ErrorKind>;
     /// After [`shutdown_write`](Self::shutdown_write): how many bytes written, the FIN
     /// counting as one, the peer has not acknowledged yet (`Ok(0)`: everything
     /// delivered), for [`Action::Probe`]. The default answers `Unsupported`, and the
     /// server then lingers until the peer's end-of-stream.
-    fn unacked(&mut self) -> Result<usize, ErrorKind> {
+    fn unacked(&mut self, cx: &mut C) -> Result<usize, ErrorKind> {
+        let _ = cx;
         Err(ErrorKind::Unsupported)
     }
     /// Releases the stream, closing it for `reason`: reset it (TCP RST) if
     /// [`reason.is_abortive()`](CloseReason::is_abortive), otherwise close it in order
     /// (FIN, if not sent already). The default drops it.
-    fn close(self, reason: CloseReason)
+    fn close(self, cx: &mut C, reason: CloseReason)
     where
         Self: Sized,
     {
-        let _ = reason;
+        let _ = (cx, reason);
     }
 }
 
-/// A non-blocking source of new [`Stream`]s.
-pub trait Listener {
+/// A non-blocking source of new [`Stream`]s, with the same context `C`.
+pub trait Listener<C: ?Sized = ()> {
     /// The streams it accepts.
-    type Stream: Stream;
+    type Stream: Stream<C>;
     /// Accepts one connection: `Err(WouldBlock)` means none is waiting.
-    fn accept(&mut self) -> nb::Result<Self::Stream, ErrorKind>;
+    fn accept(&mut self, cx: &mut C) -> nb::Result<Self::Stream, ErrorKind>;
 }
 
 /// A [`Listener`] made of an accept function, for transports without a listener type of
-/// their own (an embedded stack, a test): `AcceptFn(|| my_stack.accept())`.
+/// their own (an embedded stack, a test): `AcceptFn(|_: &mut ()| my_stack.accept())`, or
+/// `AcceptFn(|stack: &mut Stack| stack.accept())` with the stack as the context.
 #[derive(Clone, Copy, Debug)]
 pub struct AcceptFn<F>(pub F);
 
-impl<S: Stream, F: FnMut() -> nb::Result<S, ErrorKind>> Listener for AcceptFn<F> {
+impl<C: ?Sized, S: Stream<C>, F: FnMut(&mut C) -> nb::Result<S, ErrorKind>> Listener<C>
+    for AcceptFn<F>
+{
     type Stream = S;
 
-    fn accept(&mut self) -> nb::Result<S, ErrorKind> {
-        (self.0)()
+    fn accept(&mut self, cx: &mut C) -> nb::Result<S, ErrorKind> {
+        (self.0)(cx)
     }
 }
 
@@ -127,15 +144,24 @@ impl core::fmt::Display for TooFewStreams {
 impl core::error::Error for TooFewStreams {}
 
 /// A [`Server`] wired to a [`Listener`] and a caller-provided table of its streams,
-/// indexed by [`ConnId::index`].
+/// indexed by [`ConnId::index`]; `C` is the context of their calls.
 #[derive(Debug)]
-pub struct Driver<'a, L: Listener, T> {
+pub struct Driver<'a, L: Listener<C>, T, C: ?Sized = ()> {
     server: Server<'a, T>,
     listener: L,
     streams: &'a mut [Option<L::Stream>],
+    context: PhantomData<fn(&mut C)>,
 }
 
 impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
+    /// Performs the server's next action and reports its outcome (for transports that
+    /// need no context: [`step_with`](Self::step_with) and `()`).
+    pub fn step(&mut self, now: Instant) -> Step {
+        self.step_with(now, &mut ())
+    }
+}
+
+impl<'a, L: Listener<C>, T: Transform, C: ?Sized> Driver<'a, L, T, C> {
     /// Wires them together; `streams` needs one entry per connection the server can hold.
     pub fn new(
         server: Server<'a, T>,
@@ -152,6 +178,7 @@ impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
             server,
             listener,
             streams,
+            context: PhantomData,
         })
     }
 
@@ -187,12 +214,13 @@ impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
         self.streams.get_mut(conn.index())?.as_mut()
     }
 
-    /// Performs the server's next action and reports its outcome.
-    pub fn step(&mut self, now: Instant) -> Step {
+    /// Performs the server's next action with `cx` for the listener and streams, and
+    /// reports its outcome.
+    pub fn step_with(&mut self, now: Instant, cx: &mut C) -> Step {
         // The driver only reports what the server just asked for, so the server cannot
         // answer `Err`: a debug assertion guards that, a release build carries on.
         match self.server.poll(now) {
-            Action::Accept => match self.listener.accept() {
+            Action::Accept => match self.listener.accept(cx) {
                 Ok(stream) => match self.server.on_accepted(now) {
                     Ok(Admission::Admitted(conn)) => {
                         self.streams[conn.index()] = Some(stream);
@@ -200,7 +228,7 @@ impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
                     }
                     other => {
                         debug_assert_eq!(other, Ok(Admission::Refused));
-                        stream.close(CloseReason::Refused);
+                        stream.close(cx, CloseReason::Refused);
                         Step::Refused
                     }
                 },
@@ -215,7 +243,7 @@ impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
             },
             Action::Recv { conn, buf } => {
                 let outcome = match self.streams[conn.index()].as_mut() {
-                    Some(stream) => stream.read(buf),
+                    Some(stream) => stream.read(cx, buf),
                     None => Err(nb::Error::Other(ErrorKind::NotConnected)),
                 };
                 let reported = self.server.on_recv(now, conn, outcome);
@@ -228,8 +256,8 @@ impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
                 wrapped,
             } => {
                 let outcome = match self.streams[conn.index()].as_mut() {
-                    Some(stream) if wrapped.is_empty() => stream.write(bytes),
-                    Some(stream) => stream.write_vectored(bytes, wrapped),
+                    Some(stream) if wrapped.is_empty() => stream.write(cx, bytes),
+                    Some(stream) => stream.write_vectored(cx, bytes, wrapped),
                     None => Err(nb::Error::Other(ErrorKind::NotConnected)),
                 };
                 let reported = self.server.on_send(now, conn, outcome);
@@ -240,13 +268,13 @@ impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
                 if let Some(stream) = self.streams[conn.index()].as_mut() {
                     // A failed shutdown (the peer already reset) shows up on the next read
                     // of a lingering connection; a peer-closed one is closed next anyway.
-                    let _ = stream.shutdown_write();
+                    let _ = stream.shutdown_write(cx);
                 }
                 Step::Shutdown(conn)
             }
             Action::Probe { conn } => {
                 let outcome = match self.streams[conn.index()].as_mut() {
-                    Some(stream) => stream.unacked(),
+                    Some(stream) => stream.unacked(cx),
                     None => Err(ErrorKind::NotConnected),
                 };
                 let reported = self.server.on_probe(now, conn, outcome);
@@ -255,7 +283,7 @@ impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
             }
             Action::Close { conn, reason } => {
                 if let Some(stream) = self.streams[conn.index()].take() {
-                    stream.close(reason);
+                    stream.close(cx, reason);
                 }
                 Step::Closed(conn, reason)
             }

@@ -19,8 +19,9 @@ use crate::driver::Stream;
 #[derive(Debug, Default)]
 pub struct EmbeddedIo<S>(pub S);
 
-impl<S: Read + ReadReady + Write + WriteReady> Stream for EmbeddedIo<S> {
-    fn read(&mut self, buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
+/// Any context: the stream needs none.
+impl<C: ?Sized, S: Read + ReadReady + Write + WriteReady> Stream<C> for EmbeddedIo<S> {
+    fn read(&mut self, _: &mut C, buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
         match self.0.read_ready() {
             Ok(true) => self.0.read(buf).map_err(|e| nb::Error::Other(e.kind())),
             Ok(false) => Err(nb::Error::WouldBlock),
@@ -28,7 +29,7 @@ impl<S: Read + ReadReady + Write + WriteReady> Stream for EmbeddedIo<S> {
         }
     }
 
-    fn write(&mut self, bytes: &[u8]) -> nb::Result<usize, ErrorKind> {
+    fn write(&mut self, _: &mut C, bytes: &[u8]) -> nb::Result<usize, ErrorKind> {
         match self.0.write_ready() {
             Ok(true) => self.0.write(bytes).map_err(|e| nb::Error::Other(e.kind())),
             Ok(false) => Err(nb::Error::WouldBlock),
@@ -36,7 +37,7 @@ impl<S: Read + ReadReady + Write + WriteReady> Stream for EmbeddedIo<S> {
         }
     }
 
-    fn shutdown_write(&mut self) -> Result<(), ErrorKind> {
+    fn shutdown_write(&mut self, _: &mut C) -> Result<(), ErrorKind> {
         Ok(())
     }
 }

@@ -3,7 +3,9 @@
 //! (0: every echo byte-exact) back to `.ci/run`.
 //!
 //! The network is in memory: a few clients, each a pair of byte queues, behind the core's
-//! `Listener` and `Stream` traits, on a clock of ticks. The clients send, half-close and
+//! `Listener` and `Stream` traits, on a clock of ticks. The network is the driver's
+//! context (`step_with`): the listener and the streams are plain indices into it, with no
+//! `RefCell` anywhere. The clients send, half-close and
 //! read; the server echoes uppercased through a buffer smaller than their messages (so
 //! backpressure and partial writes happen), then shuts down gracefully.
 //!
@@ -12,7 +14,6 @@
 #![no_std]
 #![no_main]
 
-use core::cell::RefCell;
 use core::fmt::Write as _;
 
 use cortex_m_rt::entry;
@@ -62,34 +63,25 @@ struct Net {
     backlog: Deque<usize, CLIENTS>,
 }
 
-struct Accepting<'n>(&'n RefCell<Net>);
+struct Accepting;
 
-struct Conn<'n> {
-    net: &'n RefCell<Net>,
-    client: usize,
-}
+/// A connection: which client it is.
+struct Conn(usize);
 
-impl<'n> Listener for Accepting<'n> {
-    type Stream = Conn<'n>;
+impl Listener<Net> for Accepting {
+    type Stream = Conn;
 
-    fn accept(&mut self) -> nb::Result<Conn<'n>, ErrorKind> {
-        let client = self
-            .0
-            .borrow_mut()
-            .backlog
+    fn accept(&mut self, net: &mut Net) -> nb::Result<Conn, ErrorKind> {
+        net.backlog
             .pop_front()
-            .ok_or(nb::Error::WouldBlock)?;
-        Ok(Conn {
-            net: self.0,
-            client,
-        })
+            .map(Conn)
+            .ok_or(nb::Error::WouldBlock)
     }
 }
 
-impl Stream for Conn<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
-        let mut net = self.net.borrow_mut();
-        let pipe = &mut net.pipes[self.client];
+impl Stream<Net> for Conn {
+    fn read(&mut self, net: &mut Net, buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
+        let pipe = &mut net.pipes[self.0];
         let mut n = 0;
         while n < buf.len() {
             match pipe.to_server.pop_front() {
@@ -107,9 +99,8 @@ impl Stream for Conn<'_> {
         }
     }
 
-    fn write(&mut self, bytes: &[u8]) -> nb::Result<usize, ErrorKind> {
-        let mut net = self.net.borrow_mut();
-        let pipe = &mut net.pipes[self.client];
+    fn write(&mut self, net: &mut Net, bytes: &[u8]) -> nb::Result<usize, ErrorKind> {
+        let pipe = &mut net.pipes[self.0];
         let mut n = 0;
         for &byte in bytes {
             if pipe.to_client.push_back(byte).is_err() {
@@ -123,13 +114,13 @@ impl Stream for Conn<'_> {
         Ok(n)
     }
 
-    fn shutdown_write(&mut self) -> Result<(), ErrorKind> {
-        self.net.borrow_mut().pipes[self.client].server_fin = true;
+    fn shutdown_write(&mut self, net: &mut Net) -> Result<(), ErrorKind> {
+        net.pipes[self.0].server_fin = true;
         Ok(())
     }
 
-    fn close(self, reason: CloseReason) {
-        self.net.borrow_mut().pipes[self.client].server_closed = Some(reason);
+    fn close(self, net: &mut Net, reason: CloseReason) {
+        net.pipes[self.0].server_closed = Some(reason);
     }
 }
 
@@ -144,8 +135,7 @@ fn message_len(i: usize) -> usize {
 }
 
 /// Each client: connect at its tick, send what fits, half-close once all is sent, read.
-fn clients_act(net: &RefCell<Net>, tick: u64) {
-    let mut net = net.borrow_mut();
+fn clients_act(net: &mut Net, tick: u64) {
     for i in 0..CLIENTS {
         if tick == i as u64 * 3 {
             let _ = net.backlog.push_back(i);
@@ -175,25 +165,25 @@ fn main() -> ! {
     let storage = Storage::new(slots, arena, BLOCK).expect("valid sizes");
     let server = Server::new(Config::default(), storage, Uppercase);
 
-    let net = RefCell::new(Net {
+    let mut net = Net {
         pipes: [Pipe::new(), Pipe::new(), Pipe::new()],
         backlog: Deque::new(),
-    });
-    let mut streams: [Option<Conn<'_>>; CONNS] = [None, None, None, None];
-    let mut driver = Driver::new(server, Accepting(&net), &mut streams).expect("a stream per slot");
+    };
+    let mut streams: [Option<Conn>; CONNS] = [None, None, None, None];
+    let mut driver = Driver::new(server, Accepting, &mut streams).expect("a stream per slot");
 
     let mut steps: u32 = 0;
     let mut tick: u64 = 0;
     loop {
         let now = Instant::from_millis(tick);
-        clients_act(&net, tick);
-        let all_closed = net.borrow().pipes.iter().all(|p| p.server_closed.is_some());
+        clients_act(&mut net, tick);
+        let all_closed = net.pipes.iter().all(|p| p.server_closed.is_some());
         if all_closed && !driver.server().is_shutting_down() {
             driver.server_mut().begin_shutdown(now);
         }
         let finished = loop {
             steps += 1;
-            match driver.step(now) {
+            match driver.step_with(now, &mut net) {
                 Step::Wait(_) => break false,
                 Step::Finished => break true,
                 _ => {}
@@ -208,7 +198,6 @@ fn main() -> ! {
     let mut out = hio::hstdout().ok();
     let mut report: String<256> = String::new();
     let mut exact = true;
-    let net = net.borrow();
     for (i, pipe) in net.pipes.iter().enumerate() {
         let same = pipe.received.len() == message_len(i)
             && pipe

@@ -15,6 +15,11 @@
 //! listening once closed. [`Timeouts`] also sets smoltcp's own timeout and keep-alive, so
 //! that a peer that vanishes does not hold a socket for ever.
 //!
+//! [`Sockets`] is the context of the listener and streams: they are plain indices, and
+//! the driver lends them the sockets at each step
+//! ([`step_with`](nbecho_core::Driver::step_with)), so nothing needs a `RefCell`, and the
+//! caller keeps the set between steps to poll the interface or drive sockets of its own.
+//!
 //! The caller owns the interface. One turn of its loop: poll the interface, call
 //! [`Sockets::service`], run [`Driver`](nbecho_core::Driver) steps until the core waits,
 //! poll the interface again (to send what the core wrote), then sleep until
@@ -41,28 +46,27 @@
 //! let mut set = SocketSet::new(&mut storage[..]);
 //! let listening = [set.add(socket()), set.add(socket())];
 //! let client = set.add(socket());
-//! let sockets = Sockets::new(set, listening, 7);
+//! let mut sockets = Sockets::new(set, listening, 7);
 //!
 //! let (mut slots, mut arena) = ([Slot::EMPTY; 2], [0u8; 2 * 256]);
 //! let storage = Storage::new(&mut slots, &mut arena, 256)?;
 //! let server = Server::new(Config::default(), storage, Uppercase);
-//! let mut streams: [Option<SmolStream<'_, '_, 2>>; 2] = [None, None];
+//! let mut streams: [Option<SmolStream<2>>; 2] = [None, None];
 //! let mut driver = Driver::new(server, sockets.listener(), &mut streams)?;
 //!
 //! let (mut now, mut reply, mut sent) = (Instant::ZERO, Vec::new(), false);
 //! while reply.len() < 5 {
 //!     assert!(now < Instant::from_secs(10), "no echo");
-//!     iface.poll(now, &mut device, &mut sockets.set());
+//!     iface.poll(now, &mut device, sockets.set_mut());
 //!     sockets.service(now);
 //!     let until = loop {
-//!         if let Step::Wait(until) = driver.step(core_time(now)) {
+//!         if let Step::Wait(until) = driver.step_with(core_time(now), &mut sockets) {
 //!             break until;
 //!         }
 //!     };
-//!     iface.poll(now, &mut device, &mut sockets.set());
+//!     iface.poll(now, &mut device, sockets.set_mut());
 //!     // The client, on the same interface.
-//!     let mut set = sockets.set();
-//!     let peer = set.get_mut::<tcp::Socket>(client);
+//!     let peer = sockets.set_mut().get_mut::<tcp::Socket>(client);
 //!     if !peer.is_open() && !sent {
 //!         peer.connect(iface.context(), (IpAddress::v4(127, 0, 0, 1), 7), 49152)?;
 //!     } else if peer.can_send() && !sent {
@@ -74,7 +78,7 @@
 //!     }
 //!     // Sleep until the core's timer or the stack's (a board would WFI until then, or
 //!     // until the network interrupt); here time just moves on.
-//!     let wake = next_wake(until, iface.poll_at(now, &set));
+//!     let wake = next_wake(until, iface.poll_at(now, sockets.set()));
 //!     now = wake.map_or(now, |wake| wake.max(now));
 //! }
 //! assert_eq!(reply, b"HELLO");
@@ -87,7 +91,6 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use core::cell::{Cell, RefCell, RefMut};
 use core::fmt;
 
 use nbecho_core::{nb, CloseReason, ErrorKind, Listener, Stream};
@@ -142,17 +145,19 @@ impl Default for Timeouts {
     }
 }
 
-/// The socket set, and `N` of its TCP sockets that listen on `port` for the server.
+/// The socket set, and `N` of its TCP sockets that listen on `port` for the server: the
+/// context of [`SmolListener`] and [`SmolStream`] (the driver's
+/// [`step_with`](nbecho_core::Driver::step_with) passes it to every call).
 pub struct Sockets<'a, const N: usize> {
-    set: RefCell<SocketSet<'a>>,
+    set: SocketSet<'a>,
     handles: [SocketHandle; N],
     /// Handed out as a stream (not listening, not to be re-armed).
-    taken: [Cell<bool>; N],
+    taken: [bool; N],
     /// Given back by its stream with an orderly close still under way: not a new
     /// connection, and re-armed only once closed.
-    releasing: [Cell<bool>; N],
+    releasing: [bool; N],
     /// When [`Sockets::service`] first saw it releasing.
-    released_at: [Cell<Option<Instant>>; N],
+    released_at: [Option<Instant>; N],
     port: u16,
     timeouts: Timeouts,
 }
@@ -161,8 +166,11 @@ impl<const N: usize> fmt::Debug for Sockets<'_, N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sockets")
             .field("handles", &self.handles)
+            .field("taken", &self.taken)
+            .field("releasing", &self.releasing)
             .field("port", &self.port)
-            .finish()
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
     }
 }
 
@@ -172,11 +180,11 @@ impl<'a, const N: usize> Sockets<'a, N> {
     /// [`Timeouts`].
     pub fn new(set: SocketSet<'a>, handles: [SocketHandle; N], port: u16) -> Self {
         Self {
-            set: RefCell::new(set),
+            set,
             handles,
-            taken: core::array::from_fn(|_| Cell::new(false)),
-            releasing: core::array::from_fn(|_| Cell::new(false)),
-            released_at: core::array::from_fn(|_| Cell::new(None)),
+            taken: [false; N],
+            releasing: [false; N],
+            released_at: [None; N],
             port,
             timeouts: Timeouts::default(),
         }
@@ -189,27 +197,47 @@ impl<'a, const N: usize> Sockets<'a, N> {
         self
     }
 
+    /// The socket set, to poll the interface with.
+    pub fn set(&self) -> &SocketSet<'a> {
+        &self.set
+    }
+
+    /// The socket set, mutably: to poll the interface, or drive other sockets.
+    pub fn set_mut(&mut self) -> &mut SocketSet<'a> {
+        &mut self.set
+    }
+
+    /// The listener over these sockets (it holds nothing: they are its context).
+    pub fn listener(&self) -> SmolListener<N> {
+        SmolListener(())
+    }
+
     /// Housekeeping, after each poll of the interface: sockets given back in order throw
     /// away what their peer still sends and are reset if their close handshake outlasts
     /// [`Timeouts::release`]; closed sockets listen again.
-    ///
-    /// # Panics
-    ///
-    /// If the socket set is borrowed (by [`set`](Self::set)'s guard, say).
-    pub fn service(&self, now: Instant) {
+    pub fn service(&mut self, now: Instant) {
         self.tidy(Some(now));
+    }
+
+    fn socket(&mut self, index: usize) -> &mut tcp::Socket<'a> {
+        self.set.get_mut::<tcp::Socket>(self.handles[index])
     }
 
     /// [`service`](Self::service), with `now` only when the caller gave one (accept has
     /// none: it re-arms and drains, and leaves the release timeout to `service`).
-    fn tidy(&self, now: Option<Instant>) {
-        let mut set = self.set.borrow_mut();
-        for (i, &handle) in self.handles.iter().enumerate() {
-            if self.taken[i].get() {
+    fn tidy(&mut self, now: Option<Instant>) {
+        for i in 0..N {
+            if self.taken[i] {
                 continue;
             }
-            let socket = set.get_mut::<tcp::Socket>(handle);
-            if self.releasing[i].get() {
+            let (releasing, since, timeouts, port) = (
+                self.releasing[i],
+                self.released_at[i],
+                self.timeouts,
+                self.port,
+            );
+            let socket = self.socket(i);
+            if releasing {
                 // Nobody reads it any more: keep its window open so the peer can finish.
                 while socket.can_recv() {
                     let _ = socket.recv(|data| (data.len(), ()));
@@ -223,84 +251,57 @@ impl<'a, const N: usize> Sockets<'a, N> {
                 }
                 if socket.is_open() {
                     if let Some(now) = now {
-                        let since = self.released_at[i].get().unwrap_or(now);
-                        self.released_at[i].set(Some(since));
-                        if now >= since + self.timeouts.release {
+                        let since = since.unwrap_or(now);
+                        if now >= since + timeouts.release {
                             socket.abort();
                         }
+                        self.released_at[i] = Some(since);
                     }
                     continue;
                 }
-                self.releasing[i].set(false);
-                self.released_at[i].set(None);
+                self.releasing[i] = false;
+                self.released_at[i] = None;
             }
+            let socket = self.socket(i);
             if !socket.is_open() {
                 // Closed (or in TIME-WAIT): listen again. The port is never 0, and a
                 // socket that is not open can always listen.
-                socket.set_timeout(self.timeouts.silence);
-                socket.set_keep_alive(self.timeouts.keep_alive);
-                let _ = socket.listen(self.port);
+                socket.set_timeout(timeouts.silence);
+                socket.set_keep_alive(timeouts.keep_alive);
+                let _ = socket.listen(port);
             }
         }
     }
-
-    /// The socket set, to poll the interface or drive other sockets between steps.
-    ///
-    /// # Panics
-    ///
-    /// If a borrow is already held (only the listener and streams borrow it, and only
-    /// inside their calls).
-    pub fn set(&self) -> RefMut<'_, SocketSet<'a>> {
-        self.set.borrow_mut()
-    }
-
-    /// The listener over these sockets.
-    pub fn listener(&self) -> SmolListener<'_, 'a, N> {
-        SmolListener { sockets: self }
-    }
 }
 
-/// The core's [`Listener`] over [`Sockets`].
+/// The core's [`Listener`] over [`Sockets`], its context.
 #[derive(Debug)]
-pub struct SmolListener<'s, 'a, const N: usize> {
-    sockets: &'s Sockets<'a, N>,
-}
+pub struct SmolListener<const N: usize>(());
 
-impl<'s, 'a, const N: usize> Listener for SmolListener<'s, 'a, N> {
-    type Stream = SmolStream<'s, 'a, N>;
+impl<'a, const N: usize> Listener<Sockets<'a, N>> for SmolListener<N> {
+    type Stream = SmolStream<N>;
 
-    fn accept(&mut self) -> nb::Result<Self::Stream, ErrorKind> {
-        let sockets = self.sockets;
+    fn accept(&mut self, sockets: &mut Sockets<'a, N>) -> nb::Result<SmolStream<N>, ErrorKind> {
         // Re-arm here too, for a loop that does not call `service`.
         sockets.tidy(None);
-        let mut set = sockets.set.borrow_mut();
         let index = (0..N)
             .find(|&i| {
-                let socket = set.get_mut::<tcp::Socket>(sockets.handles[i]);
+                let (taken, releasing) = (sockets.taken[i], sockets.releasing[i]);
+                let socket = sockets.socket(i);
                 // Past the handshake, and neither ours nor on its way out: a new connection.
-                !sockets.taken[i].get()
-                    && !sockets.releasing[i].get()
-                    && socket.is_open()
-                    && (socket.may_send() || socket.may_recv())
+                !taken && !releasing && socket.is_open() && (socket.may_send() || socket.may_recv())
             })
             .ok_or(nb::Error::WouldBlock)?;
-        sockets.taken[index].set(true);
-        Ok(SmolStream { sockets, index })
+        sockets.taken[index] = true;
+        Ok(SmolStream { index })
     }
 }
 
-/// One accepted connection: a smoltcp TCP socket behind the core's [`Stream`].
+/// One accepted connection: the index of a smoltcp TCP socket of [`Sockets`], behind the
+/// core's [`Stream`].
 #[derive(Debug)]
-pub struct SmolStream<'s, 'a, const N: usize> {
-    sockets: &'s Sockets<'a, N>,
+pub struct SmolStream<const N: usize> {
     index: usize,
-}
-
-impl<const N: usize> SmolStream<'_, '_, N> {
-    fn with<R>(&self, f: impl FnOnce(&mut tcp::Socket<'_>) -> R) -> R {
-        let mut set = self.sockets.set.borrow_mut();
-        f(set.get_mut::<tcp::Socket>(self.sockets.handles[self.index]))
-    }
 }
 
 /// A socket that can no longer be used: reset (smoltcp moves a reset connection to
@@ -313,54 +314,62 @@ fn gone(socket: &tcp::Socket<'_>, otherwise: ErrorKind) -> nb::Error<ErrorKind> 
     }
 }
 
-impl<const N: usize> Stream for SmolStream<'_, '_, N> {
-    fn read(&mut self, buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
-        self.with(|socket| match socket.recv_slice(buf) {
+impl<'a, const N: usize> Stream<Sockets<'a, N>> for SmolStream<N> {
+    fn read(
+        &mut self,
+        sockets: &mut Sockets<'a, N>,
+        buf: &mut [u8],
+    ) -> nb::Result<usize, ErrorKind> {
+        let socket = sockets.socket(self.index);
+        match socket.recv_slice(buf) {
             Ok(0) => Err(nb::Error::WouldBlock),
             Ok(n) => Ok(n),
             Err(tcp::RecvError::Finished) => Ok(0),
             Err(_) => Err(gone(socket, ErrorKind::NotConnected)),
-        })
+        }
     }
 
-    fn write(&mut self, bytes: &[u8]) -> nb::Result<usize, ErrorKind> {
-        self.with(|socket| match socket.send_slice(bytes) {
+    fn write(
+        &mut self,
+        sockets: &mut Sockets<'a, N>,
+        bytes: &[u8],
+    ) -> nb::Result<usize, ErrorKind> {
+        let socket = sockets.socket(self.index);
+        match socket.send_slice(bytes) {
             Ok(0) => Err(nb::Error::WouldBlock),
             Ok(n) => Ok(n),
             Err(_) => Err(gone(socket, ErrorKind::BrokenPipe)),
-        })
+        }
     }
 
-    fn shutdown_write(&mut self) -> Result<(), ErrorKind> {
+    fn shutdown_write(&mut self, sockets: &mut Sockets<'a, N>) -> Result<(), ErrorKind> {
         // smoltcp's `close` is a half-close: FIN, and the socket still receives.
-        self.with(|socket| socket.close());
+        sockets.socket(self.index).close();
         Ok(())
     }
 
-    fn unacked(&mut self) -> Result<usize, ErrorKind> {
-        self.with(|socket| {
-            // The send buffer holds what is unsent or unacknowledged; our FIN is in flight
-            // until the state moves past it.
-            let fin = matches!(
-                socket.state(),
-                tcp::State::FinWait1 | tcp::State::Closing | tcp::State::LastAck
-            );
-            Ok(socket.send_queue() + usize::from(fin))
-        })
+    fn unacked(&mut self, sockets: &mut Sockets<'a, N>) -> Result<usize, ErrorKind> {
+        let socket = sockets.socket(self.index);
+        // The send buffer holds what is unsent or unacknowledged; our FIN is in flight
+        // until the state moves past it.
+        let fin = matches!(
+            socket.state(),
+            tcp::State::FinWait1 | tcp::State::Closing | tcp::State::LastAck
+        );
+        Ok(socket.send_queue() + usize::from(fin))
     }
 
-    fn close(self, reason: CloseReason) {
-        self.with(|socket| {
-            if reason.is_abortive() {
-                // Giving up on output (forced at the deadline, aborted): RST.
-                socket.abort();
-            } else {
-                // In order (done, refused, timed out, failed): our FIN if not sent yet;
-                // `Sockets::service` sees the close handshake through.
-                socket.close();
-            }
-        });
-        self.sockets.releasing[self.index].set(true);
-        self.sockets.taken[self.index].set(false);
+    fn close(self, sockets: &mut Sockets<'a, N>, reason: CloseReason) {
+        let socket = sockets.socket(self.index);
+        if reason.is_abortive() {
+            // Giving up on output (forced at the deadline, aborted): RST.
+            socket.abort();
+        } else {
+            // In order (done, refused, timed out, failed): our FIN if not sent yet;
+            // `Sockets::service` sees the close handshake through.
+            socket.close();
+        }
+        sockets.releasing[self.index] = true;
+        sockets.taken[self.index] = false;
     }
 }

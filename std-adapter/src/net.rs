@@ -137,7 +137,7 @@ impl<L> NetListener<L> {
 impl<L: Accept> Listener for NetListener<L> {
     type Stream = NetStream<L::Socket>;
 
-    fn accept(&mut self) -> nb::Result<Self::Stream, ErrorKind> {
+    fn accept(&mut self, _: &mut ()) -> nb::Result<Self::Stream, ErrorKind> {
         self.inner.accept_socket().map(NetStream).map_err(|error| {
             let out = outcome(&error);
             if matches!(out, nb::Error::Other(_)) {
@@ -165,28 +165,33 @@ impl<S: Socket> NetStream<S> {
 }
 
 impl<S: Socket> Stream for NetStream<S> {
-    fn read(&mut self, buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
+    fn read(&mut self, _: &mut (), buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
         self.0.read(buf).map_err(|e| outcome(&e))
     }
 
-    fn write(&mut self, bytes: &[u8]) -> nb::Result<usize, ErrorKind> {
+    fn write(&mut self, _: &mut (), bytes: &[u8]) -> nb::Result<usize, ErrorKind> {
         self.0.write(bytes).map_err(|e| outcome(&e))
     }
 
-    fn write_vectored(&mut self, first: &[u8], second: &[u8]) -> nb::Result<usize, ErrorKind> {
+    fn write_vectored(
+        &mut self,
+        _: &mut (),
+        first: &[u8],
+        second: &[u8],
+    ) -> nb::Result<usize, ErrorKind> {
         let parts = [io::IoSlice::new(first), io::IoSlice::new(second)];
         self.0.write_vectored(&parts).map_err(|e| outcome(&e))
     }
 
-    fn shutdown_write(&mut self) -> Result<(), ErrorKind> {
+    fn shutdown_write(&mut self, _: &mut ()) -> Result<(), ErrorKind> {
         self.0.shutdown_write().map_err(|e| e.kind().into())
     }
 
-    fn unacked(&mut self) -> Result<usize, ErrorKind> {
+    fn unacked(&mut self, _: &mut ()) -> Result<usize, ErrorKind> {
         self.0.unacked().map_err(|e| e.kind().into())
     }
 
-    fn close(self, reason: CloseReason) {
+    fn close(self, _: &mut (), reason: CloseReason) {
         if reason.is_abortive() {
             // Best effort: if it fails, dropping still closes (with a FIN).
             let _ = self.0.reset_on_close();

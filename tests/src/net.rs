@@ -288,7 +288,7 @@ pub struct SimListener(pub SharedNet);
 impl Listener for SimListener {
     type Stream = SimStream;
 
-    fn accept(&mut self) -> nb::Result<SimStream, ErrorKind> {
+    fn accept(&mut self, _: &mut ()) -> nb::Result<SimStream, ErrorKind> {
         let mut guard = self.0.borrow_mut();
         let net = &mut *guard;
         if net.backlog.is_empty() {
@@ -334,7 +334,7 @@ pub struct SimStream {
 }
 
 impl Stream for SimStream {
-    fn read(&mut self, buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
+    fn read(&mut self, _: &mut (), buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
         let mut guard = self.net.borrow_mut();
         let net = &mut *guard;
         let i = self.client;
@@ -385,7 +385,7 @@ impl Stream for SimStream {
         Ok(n)
     }
 
-    fn write(&mut self, bytes: &[u8]) -> nb::Result<usize, ErrorKind> {
+    fn write(&mut self, _: &mut (), bytes: &[u8]) -> nb::Result<usize, ErrorKind> {
         let mut guard = self.net.borrow_mut();
         let net = &mut *guard;
         let i = self.client;
@@ -431,12 +431,17 @@ impl Stream for SimStream {
         Ok(n)
     }
 
-    fn write_vectored(&mut self, first: &[u8], second: &[u8]) -> nb::Result<usize, ErrorKind> {
+    fn write_vectored(
+        &mut self,
+        cx: &mut (),
+        first: &[u8],
+        second: &[u8],
+    ) -> nb::Result<usize, ErrorKind> {
         // One write of both parts, as writev would do.
-        self.write(&[first, second].concat())
+        self.write(cx, &[first, second].concat())
     }
 
-    fn shutdown_write(&mut self) -> Result<(), ErrorKind> {
+    fn shutdown_write(&mut self, _: &mut ()) -> Result<(), ErrorKind> {
         let mut guard = self.net.borrow_mut();
         let net = &mut *guard;
         let i = self.client;
@@ -460,7 +465,7 @@ impl Stream for SimStream {
         Ok(())
     }
 
-    fn unacked(&mut self) -> Result<usize, ErrorKind> {
+    fn unacked(&mut self, _: &mut ()) -> Result<usize, ErrorKind> {
         let mut guard = self.net.borrow_mut();
         let net = &mut *guard;
         let i = self.client;
@@ -481,7 +486,7 @@ impl Stream for SimStream {
         Ok(pipe.to_client.len() + usize::from(!pipe.fin_acked))
     }
 
-    fn close(self, reason: CloseReason) {
+    fn close(self, _: &mut (), reason: CloseReason) {
         let mut guard = self.net.borrow_mut();
         let net = &mut *guard;
         let pipe = &mut net.pipes[self.client];

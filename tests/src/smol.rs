@@ -99,13 +99,13 @@ pub fn run_with<const N: usize>(
     let mut set = SocketSet::new(&mut storage[..]);
     let server_handles: [SocketHandle; N] = core::array::from_fn(|_| set.add(socket()));
     let client_handles: Vec<SocketHandle> = clients.iter().map(|_| set.add(socket())).collect();
-    let sockets = Sockets::new(set, server_handles, PORT).with_timeouts(timeouts);
+    let mut sockets = Sockets::new(set, server_handles, PORT).with_timeouts(timeouts);
 
     let mut slots = vec![Slot::EMPTY; capacity];
     let mut arena = vec![0u8; capacity * 1024];
     let storage = Storage::new(&mut slots, &mut arena, 1024).expect("valid sizes");
     let server = Server::new(Config::default(), storage, Uppercase);
-    let mut streams: Vec<Option<SmolStream<'_, '_, N>>> = (0..capacity).map(|_| None).collect();
+    let mut streams: Vec<Option<SmolStream<N>>> = (0..capacity).map(|_| None).collect();
     let mut driver =
         Driver::new(server, sockets.listener(), &mut streams).expect("one stream per slot");
 
@@ -118,11 +118,11 @@ pub fn run_with<const N: usize>(
     while now < SmolInstant::from_millis(LIMIT_MS as i64) && turns < MAX_TURNS {
         turns += 1;
         let ms = now.total_millis() as u64;
-        iface.poll(now, &mut device, &mut sockets.set());
+        iface.poll(now, &mut device, sockets.set_mut());
         sockets.service(now);
         let mut until = None;
         for _ in 0..100_000 {
-            match driver.step(core_time(now)) {
+            match driver.step_with(core_time(now), &mut sockets) {
                 Step::Wait(wait) => {
                     until = wait;
                     break;
@@ -131,8 +131,8 @@ pub fn run_with<const N: usize>(
                 _ => {}
             }
         }
-        iface.poll(now, &mut device, &mut sockets.set());
-        let mut set = sockets.set();
+        iface.poll(now, &mut device, sockets.set_mut());
+        let set = sockets.set_mut();
         for ((client, state), &handle) in clients.iter().zip(&mut states).zip(&client_handles) {
             let socket = set.get_mut::<tcp::Socket>(handle);
             if !state.connected {
@@ -160,13 +160,12 @@ pub fn run_with<const N: usize>(
             .filter(|(_, s)| !s.connected)
             .map(|(c, _)| SmolInstant::from_millis(c.connect_at_ms as i64))
             .min();
-        let wake = [next_wake(until, iface.poll_at(now, &set)), connect]
+        let wake = [next_wake(until, iface.poll_at(now, sockets.set())), connect]
             .into_iter()
             .flatten()
             .min()
             // Nothing scheduled at all: the clients wait on the server's timers only.
             .unwrap_or(now + Duration::from_millis(1));
-        drop(set);
         now = wake.max(now);
     }
     SmolReport {

@@ -120,7 +120,7 @@ fn run(payloads: &[(usize, Option<usize>)]) -> (Vec<Client>, nbecho_core::Stats,
     ));
     let listener = {
         let backlog = Rc::clone(&backlog);
-        AcceptFn(move || {
+        AcceptFn(move |_: &mut ()| {
             backlog
                 .borrow_mut()
                 .pop_front()
