@@ -17,7 +17,9 @@ use crate::time::Instant;
 use crate::transform::Transform;
 
 /// A non-blocking byte stream: one accepted connection. `C` is the context every call
-/// gets (see the [module docs](self)).
+/// gets: what the stream needs and does not own (a network stack's socket set, say),
+/// lent by [`Driver::step_with`] at each step, so the stream needs no interior
+/// mutability. `()` for streams that own everything they need.
 pub trait Stream<C: ?Sized = ()> {
     /// Reads into `buf`: `Ok(0)` is end-of-stream, `Err(WouldBlock)` means nothing yet.
     fn read(&mut self, cx: &mut C, buf: &mut [u8]) -> nb::Result<usize, ErrorKind>;
