@@ -7,6 +7,8 @@
 //! - `cli` (default): what the `nbecho` binary needs (clap, tracing-subscriber, rustyline
 //!   and nix for the terminal) and `bench`.
 //! - `bench`: the [`bench`](mod@bench) load generator (hdrhistogram, indicatif).
+//! - `tokio` (in `cli` too): [`tokio::serve`], the core in one tokio task, driven by
+//!   readiness.
 //!
 //! Without them (`default-features = false`) the library is the adapter alone: sockets,
 //! the clock, [`serve`], [`client`] and [`args`], on mio, socket2, signal-hook and tracing.
@@ -28,3 +30,5 @@ pub mod clock;
 pub mod net;
 pub mod serve;
 mod sys;
+#[cfg(feature = "tokio")]
+pub mod tokio;

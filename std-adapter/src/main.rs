@@ -157,7 +157,8 @@ struct ServeArgs {
     shutdown_timeout: Duration,
     /// How connections are driven: `poll` tries every connection each pass (the textbook
     /// model), sleeping with a growing back-off while nothing happens; `epoll` tries only
-    /// connections that epoll reports ready, and blocks while nothing is.
+    /// connections that epoll reports ready, and blocks while nothing is; `tokio` runs the
+    /// core in a tokio task, readiness from tokio's reactor.
     #[arg(short, long, value_enum, env = "NBECHO_DRIVER", default_value_t = DriverArg::Poll)]
     driver: DriverArg,
     /// Independent servers, one per thread, sharing the port with SO_REUSEPORT; --max-conns
@@ -186,6 +187,7 @@ struct ClientArgs {
 enum DriverArg {
     Poll,
     Epoll,
+    Tokio,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -319,6 +321,7 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, String> {
         driver: match args.driver {
             DriverArg::Poll => serve::DriverKind::Poll,
             DriverArg::Epoll => serve::DriverKind::Epoll,
+            DriverArg::Tokio => serve::DriverKind::Tokio,
         },
         threads: args.threads as usize,
     };

@@ -59,6 +59,11 @@ pub enum DriverKind {
     /// Readiness from epoll (mio, edge-triggered): only connections that became ready are
     /// tried; with nothing ready the thread blocks until readiness, a timer or a signal.
     Epoll,
+    /// The core in a tokio task ([`crate::tokio`]), one current-thread runtime per
+    /// thread: readiness through tokio's reactor. No large buffers, and no per-connection
+    /// log lines (`-v`).
+    #[cfg(feature = "tokio")]
+    Tokio,
 }
 
 /// Why `serve` could not run.
@@ -71,6 +76,9 @@ pub enum Error {
     Epoll(io::Error),
     /// SIGINT and SIGTERM could not be caught.
     Signals(io::Error),
+    /// The tokio runtime could not be set up.
+    #[cfg(feature = "tokio")]
+    Tokio(io::Error),
     /// The sizes do not make a valid server.
     Storage(StorageError),
     /// `buffers * buffer_size` is over [`MAX_BUFFER_MEMORY`].
@@ -85,6 +93,8 @@ impl fmt::Display for Error {
             Self::Listen(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             Self::Epoll(e) => write!(f, "cannot set up epoll: {e}"),
             Self::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            #[cfg(feature = "tokio")]
+            Self::Tokio(e) => write!(f, "cannot set up tokio: {e}"),
             Self::Storage(e) => write!(f, "invalid sizes: {e}"),
             Self::TooManyThreads(n) => {
                 write!(f, "{n} threads need at least {n} connections (--max-conns) and buffers (--buffers)")
@@ -208,7 +218,11 @@ pub fn run(
         buffer_size = options.buffer_size,
         buffers = options.buffers,
         large_buffer_size = options.large_buffer_size,
-        large_buffers = large_arena_len(options) / options.large_buffer_size.max(1),
+        large_buffers = match options.driver {
+            #[cfg(feature = "tokio")]
+            DriverKind::Tokio => 0,
+            _ => large_arena_len(options) / options.large_buffer_size.max(1),
+        },
         mode = %match options.mode {
             Mode::Upper => "upper",
             Mode::Echo => "echo",
@@ -216,6 +230,8 @@ pub fn run(
         driver = %match options.driver {
             DriverKind::Poll => "poll",
             DriverKind::Epoll => "epoll",
+            #[cfg(feature = "tokio")]
+            DriverKind::Tokio => "tokio",
         },
         threads,
         "listening on {addr}"
@@ -292,7 +308,73 @@ fn serve_on(
             let epoll = Epoll::new(&mut listener).map_err(Error::Epoll)?;
             serve(options, stop, arena_len, epoll, listener)
         }
+        #[cfg(feature = "tokio")]
+        DriverKind::Tokio => serve_tokio(options, stop, listener),
     }
+}
+
+/// [`DriverKind::Tokio`]: [`crate::tokio::serve_until`] on a current-thread runtime, with
+/// the same stop requests as the other drivers (the signal pipe is watched by tokio's
+/// reactor; `stop` is looked at whenever the task wakes).
+#[cfg(feature = "tokio")]
+fn serve_tokio(
+    options: &Options,
+    stop: &AtomicBool,
+    listener: std::net::TcpListener,
+) -> Result<Outcome, Error> {
+    let runtime = ::tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(Error::Tokio)?;
+    let signals = SignalPipe::new().map_err(Error::Signals)?;
+    let tokio_options = crate::tokio::Options {
+        max_conns: options.max_conns,
+        buffer_size: options.buffer_size,
+        buffers: options.buffers,
+        idle_timeout: options.idle_timeout,
+        shutdown_timeout: options.shutdown_timeout,
+    };
+    runtime.block_on(async {
+        let listener = ::tokio::net::TcpListener::from_std(listener).map_err(Error::Tokio)?;
+        let signals = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(signals.read));
+        let signals = ::tokio::net::UnixStream::from_std(signals).map_err(Error::Signals)?;
+        let mut count = 0;
+        let mut announced = 0;
+        let requests = |cx: &mut std::task::Context<'_>| {
+            // One byte per signal. Read until would-block, then poll again: that poll is
+            // what registers the task for the next signal.
+            while signals.poll_read_ready(cx).is_ready() {
+                let mut bytes = [0u8; 64];
+                match signals.try_read(&mut bytes) {
+                    Ok(n @ 1..) => count += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    _ => break,
+                }
+            }
+            let asked = count.max(usize::from(stop.load(Ordering::Relaxed)));
+            if asked > announced {
+                announced = asked;
+                if asked == 1 {
+                    info!(
+                        "shutting down: flushing open connections (deadline in {:?}; a second signal stops at once)",
+                        options.shutdown_timeout
+                    );
+                } else {
+                    warn!("second signal: stopping now, closing every connection");
+                }
+            }
+            u32::try_from(asked).unwrap_or(u32::MAX)
+        };
+        let stats = crate::tokio::serve_until(listener, &tokio_options, options.mode, requests)
+            .await
+            .map_err(Error::Storage)?;
+        info!(%stats, "stopped");
+        Ok(Outcome {
+            stats,
+            stopped_at_once: announced >= 2,
+        })
+    })
 }
 
 /// What differs between drivers: how to wait, and what to do with a new connection.

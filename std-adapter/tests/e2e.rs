@@ -750,3 +750,58 @@ fn more_threads_than_connections_is_a_clean_error() {
         "{stderr}"
     );
 }
+
+// ---- the tokio driver ------------------------------------------------------------------------
+
+#[test]
+fn the_tokio_driver_echoes_exactly_and_stops_at_once_for_idle_clients() {
+    let server = Server::start(&["--driver", "tokio", "--buffer-size", "512"]);
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let stream = server.connect();
+            thread::spawn(move || {
+                let data = pattern(256 * 1024 + i * 333, i as u64 + 40);
+                assert!(echo(stream, &data) == upper(&data), "client {i}");
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    // Idle clients that keep their side open do not hold the stop up.
+    let mut idle: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
+    for client in &mut idle {
+        client.write_all(b"hi").unwrap();
+        let mut reply = [0u8; 2];
+        client.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"HI");
+    }
+    let start = Instant::now();
+    server.signal("TERM");
+    let (status, log) = server.wait();
+    assert!(status.success(), "{log}");
+    assert!(start.elapsed() < Duration::from_millis(500), "{log}");
+    assert!(log.contains("driver=tokio"), "{log}");
+    assert_eq!(Server::stat(&log, "accepted"), 11, "{log}");
+    assert_eq!(Server::stat(&log, "forced"), 0, "{log}");
+}
+
+#[test]
+fn the_tokio_driver_stops_at_once_on_a_second_signal() {
+    let server = Server::start(&["--driver", "tokio", "--shutdown-timeout", "30"]);
+    let client = stuck_client(&server);
+    server.signal("TERM");
+    thread::sleep(Duration::from_millis(200));
+    server.signal("INT");
+    let start = Instant::now();
+    let (status, log) = server.wait();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(log.contains("second signal: stopping now"), "{log}");
+    assert!(log.contains("stopped stats=accepted=1"), "{log}");
+    assert!(
+        log.contains("nbecho: stopped by a second signal: 1 connection(s) force-closed"),
+        "{log}"
+    );
+    drop(client);
+}

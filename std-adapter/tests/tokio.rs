@@ -1,11 +1,11 @@
-//! The tokio example over loopback: concurrent clients get exact echoes; a graceful stop
-//! returns balanced stats.
+//! The tokio driver (`nbecho_std::tokio`) over loopback: concurrent clients get exact
+//! echoes, idle connections cost nothing, a graceful stop returns balanced stats.
 // A std crate by definition: the workspace's `core`-over-`std` lint is for no_std code.
 #![allow(clippy::std_instead_of_core)]
+#![cfg(feature = "tokio")]
 
-#[path = "../examples/tokio_echo.rs"]
-mod example;
-
+use nbecho_core::Uppercase;
+use nbecho_std::tokio::{serve, Options};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -14,9 +14,14 @@ async fn the_core_in_a_tokio_task_echoes_exactly() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(example::serve(listener, 8, async {
-        let _ = stop_rx.await;
-    }));
+    let mut options = Options::default();
+    options.max_conns = 8;
+    let server = tokio::spawn(async move {
+        serve(listener, &options, Uppercase, async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
 
     let clients: Vec<_> = (0..6u8)
         .map(|i| {
@@ -55,10 +60,66 @@ async fn the_core_in_a_tokio_task_echoes_exactly() {
     let stats = tokio::time::timeout(std::time::Duration::from_secs(10), server)
         .await
         .unwrap()
+        .unwrap()
         .unwrap();
     assert_eq!(
         (stats.accepted, stats.closed, stats.failed, stats.forced),
         (6, 6, 0, 0)
     );
     assert_eq!((stats.bytes_in, stats.bytes_out), (total, total));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn many_idle_connections_and_a_busy_one_then_a_prompt_stop() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        serve(listener, &Options::default(), Uppercase, async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    // 300 connections that say one thing and then keep their side open, silent.
+    let mut idle = Vec::new();
+    for i in 0..300u32 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let hello = format!("idle {i}");
+        stream.write_all(hello.as_bytes()).await.unwrap();
+        let mut reply = vec![0u8; hello.len()];
+        stream.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply, hello.to_ascii_uppercase().into_bytes());
+        idle.push(stream);
+    }
+    // A busy one, ping-pong.
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    for i in 0..2_000u32 {
+        let msg = format!("message {i}");
+        busy.write_all(msg.as_bytes()).await.unwrap();
+        let mut reply = vec![0u8; msg.len()];
+        busy.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply, msg.to_ascii_uppercase().into_bytes());
+    }
+    drop(busy);
+    // The stop ends once every reply is acknowledged, although the idle peers keep their
+    // side open: long before the 5 s deadline.
+    let start = std::time::Instant::now();
+    stop_tx.send(()).unwrap();
+    let stats = tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!((stats.accepted, stats.closed, stats.forced), (301, 301, 0));
+    assert_eq!(stats.bytes_in, stats.bytes_out);
+    for mut stream in idle {
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "a FIN after the echo");
+    }
 }
