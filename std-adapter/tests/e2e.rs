@@ -472,7 +472,7 @@ both_drivers! {
 }
 }
 
-both_drivers! {
+all_drivers! {
     fn sigterm_with_idle_clients_that_stay_open_stops_at_once_and_exits_zero(driver) {
     let server = Server::start(&["--driver", driver]);
     // Clients that read everything and keep their side open (a terminal client at its
@@ -544,7 +544,7 @@ both_drivers! {
 }
 }
 
-both_drivers! {
+all_drivers! {
     fn a_second_signal_exits_at_once(driver) {
     let server = Server::start(&["--driver", driver, "--shutdown-timeout", "30"]);
     let client = stuck_client(&server);
@@ -784,24 +784,4 @@ fn the_tokio_driver_echoes_exactly_and_stops_at_once_for_idle_clients() {
     assert!(log.contains("driver=tokio"), "{log}");
     assert_eq!(Server::stat(&log, "accepted"), 11, "{log}");
     assert_eq!(Server::stat(&log, "forced"), 0, "{log}");
-}
-
-#[test]
-fn the_tokio_driver_stops_at_once_on_a_second_signal() {
-    let server = Server::start(&["--driver", "tokio", "--shutdown-timeout", "30"]);
-    let client = stuck_client(&server);
-    server.signal("TERM");
-    thread::sleep(Duration::from_millis(200));
-    server.signal("INT");
-    let start = Instant::now();
-    let (status, log) = server.wait();
-    assert_eq!(status.code(), Some(1), "{log}");
-    assert!(start.elapsed() < Duration::from_secs(5));
-    assert!(log.contains("second signal: stopping now"), "{log}");
-    assert!(log.contains("stopped stats=accepted=1"), "{log}");
-    assert!(
-        log.contains("nbecho: stopped by a second signal: 1 connection(s) force-closed"),
-        "{log}"
-    );
-    drop(client);
 }

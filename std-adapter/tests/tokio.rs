@@ -9,19 +9,33 @@ use nbecho_std::tokio::{serve, Options};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-#[tokio::test(flavor = "current_thread")]
-async fn the_core_in_a_tokio_task_echoes_exactly() {
+type Served = tokio::task::JoinHandle<Result<nbecho_core::Stats, nbecho_core::StorageError>>;
+
+/// `serve` in a task of its own on a free loopback port: its address, the stop, the task.
+async fn start(
+    options: Options,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    Served,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut options = Options::default();
-    options.max_conns = 8;
     let server = tokio::spawn(async move {
         serve(listener, &options, Uppercase, async {
             let _ = stop_rx.await;
         })
         .await
     });
+    (addr, stop_tx, server)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_core_in_a_tokio_task_echoes_exactly() {
+    let mut options = Options::default();
+    options.max_conns = 8;
+    let (addr, stop_tx, server) = start(options).await;
 
     let clients: Vec<_> = (0..6u8)
         .map(|i| {
@@ -71,15 +85,7 @@ async fn the_core_in_a_tokio_task_echoes_exactly() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn many_idle_connections_and_a_busy_one_then_a_prompt_stop() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        serve(listener, &Options::default(), Uppercase, async {
-            let _ = stop_rx.await;
-        })
-        .await
-    });
+    let (addr, stop_tx, server) = start(Options::default()).await;
     // 300 connections that say one thing and then keep their side open, silent.
     let mut idle = Vec::new();
     for i in 0..300u32 {

@@ -6,25 +6,40 @@
 /// `$driver` bound to the driver's `--driver` value.
 macro_rules! both_drivers {
     ($($(#[$attr:meta])* fn $name:ident($driver:ident) $body:block)*) => {$(
+        per_driver!([poll epoll] $(#[$attr])* fn $name($driver) $body);
+    )*};
+}
+
+/// [`both_drivers`], and `$name::tokio` too.
+#[allow(unused_macros)] // not every test file has tests for all three
+macro_rules! all_drivers {
+    ($($(#[$attr:meta])* fn $name:ident($driver:ident) $body:block)*) => {$(
+        per_driver!([poll epoll tokio] $(#[$attr])* fn $name($driver) $body);
+    )*};
+}
+
+/// One module per test, one `#[test]` in it per driver listed.
+macro_rules! per_driver {
+    ([$($drv:ident)*] $(#[$attr:meta])* fn $name:ident($driver:ident) $body:block) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
 
             fn body($driver: &'static str) $body
 
-            #[test]
-            $(#[$attr])*
-            fn poll() {
-                body("poll")
-            }
-
-            #[test]
-            $(#[$attr])*
-            fn epoll() {
-                body("epoll")
-            }
+            per_driver!(@tests [$($drv)*] [$(#[$attr])*]);
         }
-    )*};
+    };
+    (@tests [$($drv:ident)*] $attrs:tt) => {
+        $(per_driver!(@test $drv $attrs);)*
+    };
+    (@test $drv:ident [$(#[$attr:meta])*]) => {
+        #[test]
+        $(#[$attr])*
+        fn $drv() {
+            body(stringify!($drv))
+        }
+    };
 }
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
