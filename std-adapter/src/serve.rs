@@ -60,8 +60,7 @@ pub enum DriverKind {
     /// tried; with nothing ready the thread blocks until readiness, a timer or a signal.
     Epoll,
     /// The core in a tokio task ([`crate::tokio`]), one current-thread runtime per
-    /// thread: readiness through tokio's reactor. No large buffers, and no per-connection
-    /// log lines (`-v`).
+    /// thread: readiness through tokio's reactor. No per-connection log lines (`-v`).
     #[cfg(feature = "tokio")]
     Tokio,
 }
@@ -218,11 +217,7 @@ pub fn run(
         buffer_size = options.buffer_size,
         buffers = options.buffers,
         large_buffer_size = options.large_buffer_size,
-        large_buffers = match options.driver {
-            #[cfg(feature = "tokio")]
-            DriverKind::Tokio => 0,
-            _ => large_arena_len(options) / options.large_buffer_size.max(1),
-        },
+        large_buffers = large_arena_len(options) / options.large_buffer_size.max(1),
         mode = %match options.mode {
             Mode::Upper => "upper",
             Mode::Echo => "echo",
@@ -332,6 +327,8 @@ fn serve_tokio(
         max_conns: options.max_conns,
         buffer_size: options.buffer_size,
         buffers: options.buffers,
+        large_buffer_size: options.large_buffer_size,
+        large_buffers: options.large_buffers,
         idle_timeout: options.idle_timeout,
         shutdown_timeout: options.shutdown_timeout,
     };

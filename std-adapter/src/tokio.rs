@@ -34,6 +34,11 @@ pub struct Options {
     pub buffer_size: usize,
     /// Buffers in the pool, lent only to connections that hold data. Default 1024.
     pub buffers: usize,
+    /// Bytes per large buffer, lent to connections that move data in bulk (used only if
+    /// larger than `buffer_size`). Default 64 KiB.
+    pub large_buffer_size: usize,
+    /// Large buffers in their pool; 0: none. Default 64.
+    pub large_buffers: usize,
     /// Close connections idle this long; `None`: never. Default 300 s.
     pub idle_timeout: Option<StdDuration>,
     /// How long the graceful stop may take once `stop` completes. Default 5 s.
@@ -46,6 +51,8 @@ impl Default for Options {
             max_conns: 1024,
             buffer_size: 4096,
             buffers: 1024,
+            large_buffer_size: 64 * 1024,
+            large_buffers: 64,
             idle_timeout: Some(StdDuration::from_secs(300)),
             shutdown_timeout: StdDuration::from_secs(5),
         }
@@ -149,7 +156,21 @@ pub async fn serve_until<T: Transform>(
 ) -> Result<Stats, StorageError> {
     let mut slots = vec![Slot::EMPTY; options.max_conns];
     let mut arena = vec![0u8; options.buffers.saturating_mul(options.buffer_size)];
-    let storage = Storage::new(&mut slots, &mut arena, options.buffer_size)?;
+    let mut storage = Storage::new(&mut slots, &mut arena, options.buffer_size)?;
+    let large = options.large_buffers > 0 && options.large_buffer_size > options.buffer_size;
+    let mut large_arena = vec![
+        0u8;
+        if large {
+            options
+                .large_buffers
+                .saturating_mul(options.large_buffer_size)
+        } else {
+            0
+        }
+    ];
+    if large {
+        storage = storage.with_large_buffers(&mut large_arena, options.large_buffer_size)?;
+    }
     let mut config = Config::default();
     config.scheduling = Scheduling::Readiness;
     config.idle_timeout = options
@@ -183,27 +204,35 @@ pub async fn serve_until<T: Transform>(
                 *task = Some(cx.waker().clone());
             }
         }
+        // The clock is read once per wake-up, as the other drivers do (reading it costs
+        // more than a step of the core).
+        let now = clock();
         let asked = requests(cx);
         if asked > handled {
             handled = asked;
             // A later deadline never replaces an earlier one.
-            server.begin_shutdown(if asked >= 2 { clock() } else { clock() + grace });
+            server.begin_shutdown(if asked >= 2 { now } else { now + grace });
         }
         let mut budget = BUDGET;
         let mut events = Vec::new();
+        let mut look = true;
         loop {
-            // What tokio reported since the last look: only those connections are tried.
-            std::mem::swap(
-                &mut events,
-                &mut *ready.events.lock().unwrap_or_else(PoisonError::into_inner),
-            );
-            for (index, readable) in events.drain(..) {
-                match server.conn_id(index) {
-                    _ if index == LISTENER => server.on_listener_ready(),
-                    Some(conn) => {
-                        let _ = server.on_ready(conn, readable, !readable);
+            if look {
+                // What tokio reported since the last look: only those connections are
+                // tried. Looked at on each wake-up and between two passes.
+                look = false;
+                std::mem::swap(
+                    &mut events,
+                    &mut *ready.events.lock().unwrap_or_else(PoisonError::into_inner),
+                );
+                for (index, readable) in events.drain(..) {
+                    match server.conn_id(index) {
+                        _ if index == LISTENER => server.on_listener_ready(),
+                        Some(conn) => {
+                            let _ = server.on_ready(conn, readable, !readable);
+                        }
+                        None => {} // closed since: nothing to report
                     }
-                    None => {} // closed since: nothing to report
                 }
             }
             budget = budget.saturating_sub(1);
@@ -211,7 +240,6 @@ pub async fn serve_until<T: Transform>(
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            let now = clock();
             match server.poll(now) {
                 Action::Accept => {
                     let mut lcx = Context::from_waker(&listener_waker);
@@ -288,7 +316,7 @@ pub async fn serve_until<T: Transform>(
                     }
                 }
                 // The end of a busy pass: look at what tokio reported, and go on.
-                Action::Wait { until: Some(until) } if until <= now => {}
+                Action::Wait { until: Some(until) } if until <= now => look = true,
                 Action::Wait { until } => {
                     let Some(until) = until else {
                         return Poll::Pending; // every would-block registered its waker
@@ -305,6 +333,7 @@ pub async fn serve_until<T: Transform>(
                     {
                         return Poll::Pending;
                     }
+                    look = true;
                 }
                 Action::Finished => return Poll::Ready(*server.stats()),
             }
