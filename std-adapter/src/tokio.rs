@@ -158,16 +158,14 @@ pub async fn serve_until<T: Transform>(
     let mut arena = vec![0u8; options.buffers.saturating_mul(options.buffer_size)];
     let mut storage = Storage::new(&mut slots, &mut arena, options.buffer_size)?;
     let large = options.large_buffers > 0 && options.large_buffer_size > options.buffer_size;
-    let mut large_arena = vec![
-        0u8;
-        if large {
-            options
-                .large_buffers
-                .saturating_mul(options.large_buffer_size)
-        } else {
-            0
-        }
-    ];
+    let large_len = if large {
+        options
+            .large_buffers
+            .saturating_mul(options.large_buffer_size)
+    } else {
+        0
+    };
+    let mut large_arena = vec![0u8; large_len];
     if large {
         storage = storage.with_large_buffers(&mut large_arena, options.large_buffer_size)?;
     }
