@@ -81,6 +81,9 @@ const CLOSE_WITHIN: u64 = 50_000;
 /// After a shutdown begins, `begin_shutdown` is called again every this many steps with a
 /// later deadline, which must not move the first one.
 const SHUTDOWN_AGAIN_EVERY: u64 = 997;
+/// With `stop_at_once`: steps after a mid-traffic graceful stop began before the second
+/// request stops at once.
+const STOP_AT_ONCE_AFTER: u64 = 40;
 
 /// What a successful run did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -414,6 +417,10 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
                 shutdown_began = Some((step, grace));
             }
         } else if let Some((began, grace)) = shutdown_began {
+            if s.server.stop_at_once && grace == MID_GRACE && step - began == STOP_AT_ONCE_AFTER {
+                driver.server_mut().begin_shutdown(now);
+                model.shutdown_deadline = model.shutdown_deadline.map(|d| d.min(now));
+            }
             // Asking again, later, changes nothing: only an earlier deadline would.
             if (step - began) % SHUTDOWN_AGAIN_EVERY == 1 {
                 let later = now + grace.saturating_mul(2);
@@ -692,6 +699,15 @@ fn observe(
                 .saturating_mul(1 << doublings)
                 .min(Duration::from_secs(1));
             model.accept_retry_at = Some(now + backoff);
+        }
+        Step::Recv { conn, .. } | Step::Send { conn, .. }
+            if model.shutdown_deadline.is_some_and(|d| now >= d) =>
+        {
+            return Err(format!(
+                "{conn} read or written at {now}, at or past the shutdown deadline {:?}: every \
+                 connection is force-closed first",
+                model.shutdown_deadline
+            ));
         }
         Step::Recv { conn, outcome } => {
             let client = model.live(conn)?;

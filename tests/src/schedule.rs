@@ -56,6 +56,9 @@ pub struct ServerPlan {
     /// keeps its side of that bargain as a kernel does: a read that leaves data behind (a
     /// short-I/O fault) raises a new readable edge.
     pub short_reads_drain: bool,
+    /// With `shutdown_at_ms`: a little after the graceful stop began, a second request
+    /// stops at once (`begin_shutdown(now)`, the binary's second signal).
+    pub stop_at_once: bool,
 }
 
 /// Fault rates, in percent of the operations concerned (each 0..=60).
@@ -126,6 +129,7 @@ impl Schedule {
             large_factor: 2,
             app_every: None,
             short_reads_drain: false,
+            stop_at_once: false,
         };
         let mut faults = Faults {
             accept_would_block: small(&mut rng, 40),
@@ -170,6 +174,7 @@ impl Schedule {
             0
         };
         server.short_reads_drain = rng.chance(50);
+        server.stop_at_once = rng.chance(30);
         Self {
             seed,
             server,
@@ -197,6 +202,7 @@ impl Schedule {
             large_factor: clamp(s.large_factor.into(), 2, 8) as u8,
             app_every: s.app_every.map(|n| clamp(n.into(), 50, 20_000) as u16),
             short_reads_drain: s.short_reads_drain,
+            stop_at_once: s.stop_at_once,
         };
         let f = &self.faults;
         let rate = |r: u8| r.min(60);
@@ -279,6 +285,7 @@ pub mod strategy {
                 2..=8u8,
                 proptest::option::weighted(0.25, 50..5000u16),
                 any::<bool>(),
+                proptest::bool::weighted(0.3),
             ),
         )
             .prop_map(
@@ -292,7 +299,7 @@ pub mod strategy {
                     shutdown_at_ms,
                     edge_batches,
                     identity,
-                    (large_buffers, large_factor, app_every, short_reads_drain),
+                    (large_buffers, large_factor, app_every, short_reads_drain, stop_at_once),
                 )| {
                     ServerPlan {
                         capacity,
@@ -308,6 +315,7 @@ pub mod strategy {
                         large_factor,
                         app_every,
                         short_reads_drain,
+                        stop_at_once,
                     }
                 },
             )

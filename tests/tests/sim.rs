@@ -28,6 +28,7 @@ fn a_plain_echo() {
             large_factor: 2,
             app_every: None,
             short_reads_drain: false,
+            stop_at_once: false,
         },
         faults: Faults::default(),
         clients: vec![ClientPlan {
@@ -133,6 +134,7 @@ fn bulk_transfers_use_large_buffers() {
             large_factor: 8,
             app_every: None,
             short_reads_drain: true,
+            stop_at_once: false,
         },
         faults: Faults::default(),
         clients: vec![
@@ -193,6 +195,7 @@ fn bulk_streams_do_not_starve_a_newcomer() {
                 app_every: None,
                 // As the epoll driver runs it.
                 short_reads_drain: edge_batches,
+                stop_at_once: false,
             },
             faults: Faults::default(),
             clients,
