@@ -449,8 +449,8 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
         match taken {
             Step::Wait(until) => {
                 ops_at_now = 0; // a wait reads the clock anew
-                // A wait "until now" (readiness: poll for events, then go on) that finds
-                // nothing new must be followed by work or a real wait, not another.
+                                // A wait "until now" (readiness: poll for events, then go on) that finds
+                                // nothing new must be followed by work or a real wait, not another.
                 if until == Some(now) && quiet_wait_at == Some(now) {
                     return Err(fail(
                         step,
