@@ -16,7 +16,7 @@ use common::{echo, pattern, run, spawn, try_echo, upper, write_until_stalled, Se
 
 // ---- echo --------------------------------------------------------------------------------
 
-both_drivers! {
+all_drivers! {
     fn one_mib_comes_back_uppercased_exactly_then_eof_after_half_close(driver) {
     let server = Server::start(&["--driver", driver]);
     let data = pattern(1 << 20, 1);
@@ -47,7 +47,7 @@ both_drivers! {
 }
 }
 
-both_drivers! {
+all_drivers! {
     fn many_clients_at_once_each_get_their_own_bytes(driver) {
     let server = Server::start(&["--driver", driver, "--buffer-size", "512"]);
     let clients: Vec<_> = (0..16)
@@ -749,39 +749,4 @@ fn more_threads_than_connections_is_a_clean_error() {
         stderr.contains("8 threads need at least 8 connections"),
         "{stderr}"
     );
-}
-
-// ---- the tokio driver ------------------------------------------------------------------------
-
-#[test]
-fn the_tokio_driver_echoes_exactly_and_stops_at_once_for_idle_clients() {
-    let server = Server::start(&["--driver", "tokio", "--buffer-size", "512"]);
-    let clients: Vec<_> = (0..8)
-        .map(|i| {
-            let stream = server.connect();
-            thread::spawn(move || {
-                let data = pattern(256 * 1024 + i * 333, i as u64 + 40);
-                assert!(echo(stream, &data) == upper(&data), "client {i}");
-            })
-        })
-        .collect();
-    for client in clients {
-        client.join().unwrap();
-    }
-    // Idle clients that keep their side open do not hold the stop up.
-    let mut idle: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
-    for client in &mut idle {
-        client.write_all(b"hi").unwrap();
-        let mut reply = [0u8; 2];
-        client.read_exact(&mut reply).unwrap();
-        assert_eq!(&reply, b"HI");
-    }
-    let start = Instant::now();
-    server.signal("TERM");
-    let (status, log) = server.wait();
-    assert!(status.success(), "{log}");
-    assert!(start.elapsed() < Duration::from_millis(500), "{log}");
-    assert!(log.contains("driver=tokio"), "{log}");
-    assert_eq!(Server::stat(&log, "accepted"), 11, "{log}");
-    assert_eq!(Server::stat(&log, "forced"), 0, "{log}");
 }

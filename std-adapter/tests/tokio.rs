@@ -31,6 +31,16 @@ async fn start(
     (addr, stop_tx, server)
 }
 
+/// Asks `server` to stop and returns its stats, within 10 s.
+async fn stop(stop_tx: tokio::sync::oneshot::Sender<()>, server: Served) -> nbecho_core::Stats {
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .expect("stopped within 10 s")
+        .expect("the server task")
+        .expect("valid sizes")
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn the_core_in_a_tokio_task_echoes_exactly() {
     let mut options = Options::default();
@@ -70,12 +80,7 @@ async fn the_core_in_a_tokio_task_echoes_exactly() {
             .unwrap()
             .unwrap();
     }
-    stop_tx.send(()).unwrap();
-    let stats = tokio::time::timeout(std::time::Duration::from_secs(10), server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let stats = stop(stop_tx, server).await;
     assert_eq!(
         (stats.accepted, stats.closed, stats.failed, stats.forced),
         (6, 6, 0, 0)
@@ -110,12 +115,7 @@ async fn many_idle_connections_and_a_busy_one_then_a_prompt_stop() {
     // The stop ends once every reply is acknowledged, although the idle peers keep their
     // side open: long before the 5 s deadline.
     let start = std::time::Instant::now();
-    stop_tx.send(()).unwrap();
-    let stats = tokio::time::timeout(std::time::Duration::from_secs(10), server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let stats = stop(stop_tx, server).await;
     assert!(
         start.elapsed() < std::time::Duration::from_secs(1),
         "{:?}",
