@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration as StdDuration;
 
+use ::tokio::io::Interest;
 use ::tokio::net::{TcpListener, TcpStream};
 use nbecho_core::{
     nb, Action, Admission, Config, Duration, ErrorKind, Instant, Scheduling, Server, Slot, Stats,
@@ -174,8 +175,10 @@ pub async fn serve_until<T: Transform>(
     config.idle_timeout = options
         .idle_timeout
         .map(|t| Duration::from_micros(t.as_micros().try_into().unwrap_or(u64::MAX)));
-    // tokio re-arms readiness only on would-block: a short read must be followed by one.
-    config.short_reads_drain = false;
+    // A short read drained the socket: the driver clears tokio's readiness then and
+    // registers for more (tokio's own `poll_read` does the same), so the read that would
+    // only would-block is saved.
+    config.short_reads_drain = true;
     let mut server = Server::new(config, storage, transform);
     server.on_listener_ready();
     let mut conns: Vec<Option<Conn>> = (0..options.max_conns).map(|_| None).collect();
@@ -262,14 +265,29 @@ pub async fn serve_until<T: Transform>(
                     }
                 }
                 Action::Recv { conn, buf } => {
+                    let wanted = buf.len();
                     let result = match &conns[conn.index()] {
-                        Some(c) => c.stream.try_read(buf).map_err(|e| {
-                            would_block(
-                                &e,
-                                || c.stream.poll_read_ready(&mut Context::from_waker(&c.read)),
-                                &c.read,
-                            )
-                        }),
+                        Some(c) => {
+                            let register =
+                                || c.stream.poll_read_ready(&mut Context::from_waker(&c.read));
+                            match c.stream.try_read(buf) {
+                                Ok(n) if n < wanted => {
+                                    // A short read drained the socket (the core stops
+                                    // reading): clear tokio's readiness as its own
+                                    // `poll_read` does (only if no event came since), and
+                                    // register for the next data or the end-of-stream.
+                                    let _ = c.stream.try_io(Interest::READABLE, || {
+                                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                                    });
+                                    if register().is_ready() {
+                                        c.read.wake_by_ref();
+                                    }
+                                    Ok(n)
+                                }
+                                Ok(n) => Ok(n),
+                                Err(e) => Err(would_block(&e, register, &c.read)),
+                            }
+                        }
                         None => Err(nb::Error::Other(ErrorKind::NotConnected)),
                     };
                     let _ = server.on_recv(now, conn, result);
