@@ -93,6 +93,16 @@ impl List {
         }
     }
 
+    /// Takes `idx` off the list if it is on it; true if it was.
+    #[inline]
+    pub(crate) fn unlink(&mut self, slots: &mut [Slot], links: Select, idx: u32) -> bool {
+        let listed = self.contains(slots, links, idx);
+        if listed {
+            self.remove(slots, links, idx);
+        }
+        listed
+    }
+
     /// Moves `idx`, which must be on the list, to its end.
     #[inline]
     pub(crate) fn move_to_back(&mut self, slots: &mut [Slot], links: Select, idx: u32) {
@@ -132,6 +142,9 @@ mod tests {
         assert!(list.contains(&mut slots, wait, 3) && list.contains(&mut slots, wait, 1));
         assert!(!list.contains(&mut slots, wait, 2));
         list.remove(&mut slots, wait, 4);
+        assert!(!list.unlink(&mut slots, wait, 4), "not on it any more");
+        assert!(list.unlink(&mut slots, wait, 1));
+        list.push_back(&mut slots, wait, 1);
         list.move_to_back(&mut slots, wait, 3);
         list.move_to_back(&mut slots, wait, 3);
         assert_eq!(order(&list, &mut slots), [0, 1, 3]);

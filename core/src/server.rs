@@ -599,15 +599,9 @@ impl<'a, T: Transform> Server<'a, T> {
 
     /// Frees the slot of the connection being visited and says why.
     fn release(&mut self, idx: u32, now: Instant) -> Plan {
-        if self.buffer_waiters.contains(self.slots, wait_links, idx) {
-            self.buffer_waiters.remove(self.slots, wait_links, idx);
-        }
-        if self.timers.contains(self.slots, timer_links, idx) {
-            self.timers.remove(self.slots, timer_links, idx);
-        }
-        if self.probes.contains(self.slots, probe_links, idx) {
-            self.probes.remove(self.slots, probe_links, idx);
-        }
+        self.buffer_waiters.unlink(self.slots, wait_links, idx);
+        self.timers.unlink(self.slots, timer_links, idx);
+        self.probes.unlink(self.slots, probe_links, idx);
         let slot = self.slots[idx as usize];
         if slot.block != NIL {
             self.release_block(slot.block);
@@ -979,19 +973,16 @@ impl<'a, T: Transform> Server<'a, T> {
         }
         self.pending = None;
         let idx = conn.index;
-        let listed = self.probes.contains(self.slots, probe_links, idx);
         match outcome {
             Ok(0) => {
-                if listed {
-                    self.probes.remove(self.slots, probe_links, idx);
-                }
+                self.probes.unlink(self.slots, probe_links, idx);
                 self.pass_progress = true;
                 self.mark_closing(idx, CloseReason::Done);
             }
             Err(ErrorKind::Interrupted) => self.slots[idx as usize].probe_due = true,
             Ok(n) => {
                 self.slots[idx as usize].unacked = u32::try_from(n).unwrap_or(u32::MAX);
-                if !listed {
+                if !self.probes.contains(self.slots, probe_links, idx) {
                     if self.probes.front().is_none() {
                         self.probe_backoff = self.config.probe_backoff_min;
                         self.probe_at = now + self.probe_backoff;
@@ -1000,9 +991,7 @@ impl<'a, T: Transform> Server<'a, T> {
                 }
             }
             Err(ErrorKind::Unsupported) => {
-                if listed {
-                    self.probes.remove(self.slots, probe_links, idx);
-                }
+                self.probes.unlink(self.slots, probe_links, idx);
             }
             Err(kind) => self.fail(idx, kind),
         }
@@ -1088,9 +1077,7 @@ impl<'a, T: Transform> Server<'a, T> {
         if slot.state == Some(ConnState::Open) {
             slot.state = Some(ConnState::Draining);
             slot.writable = true;
-            if self.buffer_waiters.contains(self.slots, wait_links, idx) {
-                self.buffer_waiters.remove(self.slots, wait_links, idx);
-            }
+            self.buffer_waiters.unlink(self.slots, wait_links, idx);
             self.schedule(idx);
         }
     }
