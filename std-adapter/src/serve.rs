@@ -334,7 +334,8 @@ fn serve_tokio(
     };
     runtime.block_on(async {
         let listener = ::tokio::net::TcpListener::from_std(listener).map_err(Error::Tokio)?;
-        let signals = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(signals.read));
+        let signals =
+            std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(signals.read));
         let signals = ::tokio::net::UnixStream::from_std(signals).map_err(Error::Signals)?;
         let mut count = 0;
         let mut announced = 0;
@@ -350,17 +351,7 @@ fn serve_tokio(
                 }
             }
             let asked = count.max(usize::from(stop.load(Ordering::Relaxed)));
-            if asked > announced {
-                announced = asked;
-                if asked == 1 {
-                    info!(
-                        "shutting down: flushing open connections (deadline in {:?}; a second signal stops at once)",
-                        options.shutdown_timeout
-                    );
-                } else {
-                    warn!("second signal: stopping now, closing every connection");
-                }
-            }
+            log_stop_requests(asked, &mut announced, options.shutdown_timeout, None);
             u32::try_from(asked).unwrap_or(u32::MAX)
         };
         let stats = crate::tokio::serve_until(listener, &tokio_options, options.mode, requests)
@@ -546,7 +537,7 @@ fn serve<I: Io>(
     // Stop requests: the caller's `stop`, then each SIGINT/SIGTERM. The first starts a
     // graceful stop; a second one stops at once.
     let mut signals = 0;
-    let mut stopped_at_once = false;
+    let mut handled = 0;
     // Stop requests are looked at with the clock: after each wait and every CLOCK_EVERY
     // steps (a signal also ends the wait, through the self-pipe).
     let mut look = true;
@@ -554,26 +545,22 @@ fn serve<I: Io>(
         if look {
             look = false;
             let requests = signals.max(usize::from(stop.load(Ordering::Relaxed)));
-            if requests >= 1 && !driver.server().is_shutting_down() {
-                let deadline =
-                    clock.now() + Duration::from_micros(micros(options.shutdown_timeout));
-                info!(
-                    active = driver.server().stats().active,
-                    "shutting down: flushing open connections (deadline in {:?}; a second signal stops at once)",
-                    options.shutdown_timeout
-                );
-                driver.server_mut().begin_shutdown(deadline);
-            }
-            if requests >= 2 && !stopped_at_once {
-                stopped_at_once = true;
-                let stats = driver.server().stats();
-                warn!(
-                    active = stats.active,
-                    unsent_bytes = stats.bytes_buffered(),
-                    "second signal: stopping now, closing every connection"
+            if requests > handled {
+                let first = handled == 0;
+                log_stop_requests(
+                    requests,
+                    &mut handled,
+                    options.shutdown_timeout,
+                    Some(driver.server().stats()),
                 );
                 now = clock.now();
-                driver.server_mut().begin_shutdown(now);
+                if first {
+                    let grace = Duration::from_micros(micros(options.shutdown_timeout));
+                    driver.server_mut().begin_shutdown(now + grace);
+                }
+                if requests >= 2 {
+                    driver.server_mut().begin_shutdown(now);
+                }
             }
         }
         steps_since_clock += 1;
@@ -639,8 +626,33 @@ fn serve<I: Io>(
     info!(%stats, "stopped");
     Ok(Outcome {
         stats,
-        stopped_at_once,
+        stopped_at_once: handled >= 2,
     })
+}
+
+/// Logs the stop requests (signals, or the caller's `stop`) not logged yet: the first
+/// starts the graceful stop, a second one stops at once. `logged` is how many were.
+fn log_stop_requests(
+    asked: usize,
+    logged: &mut usize,
+    timeout: StdDuration,
+    stats: Option<&Stats>,
+) {
+    let active = stats.map(|s| s.active);
+    if asked >= 1 && *logged == 0 {
+        info!(
+            active,
+            "shutting down: flushing open connections (deadline in {timeout:?}; a second signal stops at once)"
+        );
+    }
+    if asked >= 2 && *logged < 2 {
+        warn!(
+            active,
+            unsent_bytes = stats.map(Stats::bytes_buffered),
+            "second signal: stopping now, closing every connection"
+        );
+    }
+    *logged = (*logged).max(asked);
 }
 
 /// Bytes of large buffers: none unless they are larger than the small ones.
