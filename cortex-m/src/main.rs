@@ -227,14 +227,16 @@ fn main() -> ! {
     report.clear();
     let _ = writeln!(
         report,
-        "{} steps over {} ticks; accepted={} closed={} bytes_in={} bytes_out={}; slot header {} B",
+        "{} steps over {} ticks; accepted={} closed={} bytes_in={} bytes_out={}; slot header {} B, \
+         stream entry {} B",
         steps,
         tick,
         stats.accepted,
         stats.closed,
         stats.bytes_in,
         stats.bytes_out,
-        core::mem::size_of::<Slot>()
+        core::mem::size_of::<Slot>(),
+        core::mem::size_of::<Option<Conn>>()
     );
     if let Some(out) = out.as_mut() {
         let _ = out.write_str(&report);
