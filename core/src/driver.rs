@@ -21,6 +21,12 @@ use crate::transform::Transform;
 /// lent by [`Driver::step_with`] at each step, so the stream needs no interior
 /// mutability. `()` for streams that own everything they need.
 pub trait Stream<C: ?Sized = ()> {
+    /// The stream was admitted as `conn`, and will be asked for `conn`'s operations from
+    /// now on: for streams that key something by connection (a waker per connection, an
+    /// interrupt line, a log). The default does nothing.
+    fn admitted(&mut self, cx: &mut C, conn: ConnId) {
+        let _ = (cx, conn);
+    }
     /// Reads into `buf`: `Ok(0)` is end-of-stream, `Err(WouldBlock)` means nothing yet.
     fn read(&mut self, cx: &mut C, buf: &mut [u8]) -> nb::Result<usize, ErrorKind>;
     /// Writes a prefix of `bytes`: `Err(WouldBlock)` means no room now.
@@ -225,7 +231,7 @@ impl<'a, L: Listener<C>, T: Transform, C: ?Sized> Driver<'a, L, T, C> {
             Action::Accept => match self.listener.accept(cx) {
                 Ok(stream) => match self.server.on_accepted(now) {
                     Ok(Admission::Admitted(conn)) => {
-                        self.streams[conn.index()] = Some(stream);
+                        self.streams[conn.index()].insert(stream).admitted(cx, conn);
                         Step::Accepted(conn)
                     }
                     other => {
