@@ -7,7 +7,7 @@ use nbecho_async::tokio::{Clock, Listener};
 use nbecho_async::{serve, Conn, Cx, Listen, Wakers};
 use nbecho_core::{Config, Driver, Duration, Scheduling, Server, Slot, Storage, Uppercase};
 
-const CONNS: usize = 256;
+const CONNS: usize = 1024;
 static WAKERS: Wakers<CONNS> = Wakers::new();
 
 #[tokio::main(flavor = "current_thread")]
@@ -17,7 +17,7 @@ async fn main() -> Result<(), Box<dyn core::error::Error>> {
     println!("listening on {}", listener.local_addr()?);
 
     let mut slots = vec![Slot::EMPTY; CONNS];
-    let mut arena = vec![0u8; 64 * 4096];
+    let mut arena = vec![0u8; 256 * 4096];
     let storage = Storage::new(&mut slots, &mut arena, 4096)?;
     let mut config = Config::default();
     config.scheduling = Scheduling::Readiness;

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The portable async driver (nbecho-async's example `async_tokio_echo`, on a current-thread
+# tokio runtime) against the idiomatic single-thread tokio peer, in alternating rounds:
+# ping-pong msgs/s and server CPU per message. Servers pinned to core 0, the load
+# generator (nbecho bench, which checks every reply byte) to core 1.
+#
+#   benches/async.sh            # 3 rounds, 5 s per measurement
+#   ROUNDS=5 DURATION=8 benches/async.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+cargo build --release -q -p nbecho-std -p nbecho-bench
+cargo build --release -q -p nbecho-async --example async_tokio_echo
+BIN=target/release
+PORT=9950
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+
+start() {
+    PORT=$((PORT + 1))
+    case $1 in
+        async) taskset -c 0 "$BIN/examples/async_tokio_echo" "127.0.0.1:$PORT" >/dev/null & ;;
+        tokio) taskset -c 0 "$BIN/tokio-echo" "127.0.0.1:$PORT" >/dev/null & ;;
+    esac
+    PID=$!
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && return; sleep 0.05; done
+    echo "$1 did not start" >&2; exit 1
+}
+field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(*(d[k] for k in sys.argv[1:]))' "$@"; }
+
+printf '| round | conns × bytes | server | msgs/s | server CPU µs/msg |\n|---|---|---|---|---|\n'
+for round in $(seq "$ROUNDS"); do
+    for scenario in "1 64" "64 64" "1000 64"; do
+        read -r conns size <<<"$scenario"
+        for server in async tokio; do
+            start "$server"
+            read -r rate cpu < <(taskset -c 1 "$BIN/nbecho" bench ":$PORT" --json --mode pingpong \
+                -c "$conns" -s "$size" -d "$DURATION" --server-pid "$PID" \
+                | field msgs_per_s server_cpu_us_per_msg)
+            kill "$PID"; wait "$PID" 2>/dev/null || true
+            printf '| %s | %s × %s | %s | %.0f | %.2f |\n' "$round" "$conns" "$size" "$server" "$rate" "$cpu"
+        done
+    done
+done
