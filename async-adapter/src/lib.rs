@@ -87,7 +87,7 @@ use core::task::{Context, Poll, Waker};
 use embassy_futures::select::{select, select3, Either3};
 use embedded_io_async::{ErrorKind, Read, Write};
 use nbecho_core::{
-    CloseReason, ConnId, Driver, Duration, Instant, Listener, Stats, Step, Stream, Transform,
+    CloseReason, ConnId, Driver, Duration, Instant, Listener, Service, Stats, Step, Stream,
 };
 
 pub use wakers::{Ready, Wakers};
@@ -290,7 +290,7 @@ pub async fn serve<'p, L, T, P, K, const N: usize>(
 ) -> Result<Stats, TooFewWakers>
 where
     L: AsyncListener<P>,
-    T: Transform,
+    T: Service,
     P: ?Sized,
     K: Clock,
 {

@@ -166,9 +166,10 @@ pub struct Slot {
     pub(crate) queued: bool,
     /// The last read filled its buffer: prefer a large buffer next time.
     pub(crate) bulk: bool,
-    /// The readiness source reported the peer's end-of-stream
-    /// ([`Server::on_read_closed`](crate::Server::on_read_closed)): read on to it, short
-    /// reads or not.
+    /// The peer's end-of-stream is known and not yet dealt with. Before it is read: the
+    /// readiness source reported it ([`Server::on_read_closed`](crate::Server::on_read_closed)),
+    /// so reads go on to it, short reads or not. After (`PeerClosed`): a general
+    /// service's `end` is still to be called.
     pub(crate) peer_fin: bool,
     /// Lingering: ask the transport whether its output is delivered
     /// ([`Action::Probe`](crate::Action::Probe)) at the next visit.
@@ -178,7 +179,8 @@ pub struct Slot {
     pub(crate) next: u32,
     /// The lent buffer block, or `NIL`.
     pub(crate) block: u32,
-    /// Pending output: `len` bytes from `head`, wrapping around the block (a ring).
+    /// Pending output: `len` bytes from `head`, wrapping around the block (a ring; with a
+    /// general service, the block's second half).
     pub(crate) head: u32,
     pub(crate) len: u32,
     /// Idle deadline: last progress plus the idle timeout.
@@ -187,9 +189,12 @@ pub struct Slot {
     pub(crate) timer: Links,
     /// Place in the FIFO of connections waiting for a buffer to read into.
     pub(crate) wait: Links,
-    /// Lingering with output not yet acknowledged: bytes (and FIN) in flight at the last
-    /// probe, and the place in the list of connections probed again each round.
-    pub(crate) unacked: u32,
+    /// While a general service serves the connection: its input not consumed yet, at the
+    /// start of the block (whose first half is for input). While lingering with output
+    /// not yet acknowledged: bytes (and FIN) in flight at the last probe. The two never
+    /// meet: input left when a connection is finished is discarded. Then the place in
+    /// the list of connections probed again each round.
+    pub(crate) held: u32,
     pub(crate) probe: Links,
 }
 
@@ -212,7 +217,7 @@ impl Slot {
         deadline: Instant::MAX,
         timer: Links::UNLINKED,
         wait: Links::UNLINKED,
-        unacked: 0,
+        held: 0,
         probe: Links::UNLINKED,
     };
 }

@@ -13,8 +13,8 @@ use embedded_io::ErrorKind;
 use crate::action::{Action, Admission};
 use crate::conn::{CloseReason, ConnId};
 use crate::server::Server;
+use crate::service::Service;
 use crate::time::Instant;
-use crate::transform::Transform;
 
 /// A non-blocking byte stream: one accepted connection. `C` is the context every call
 /// gets: what the stream needs and does not own (a network stack's socket set, say),
@@ -161,7 +161,7 @@ pub struct Driver<'a, L: Listener<C>, T, C: ?Sized = ()> {
     context: PhantomData<fn(&mut C)>,
 }
 
-impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
+impl<'a, L: Listener, T: Service> Driver<'a, L, T> {
     /// Performs the server's next action and reports its outcome (for transports that
     /// need no context: [`step_with`](Self::step_with) and `()`).
     pub fn step(&mut self, now: Instant) -> Step {
@@ -169,7 +169,7 @@ impl<'a, L: Listener, T: Transform> Driver<'a, L, T> {
     }
 }
 
-impl<'a, L: Listener<C>, T: Transform, C: ?Sized> Driver<'a, L, T, C> {
+impl<'a, L: Listener<C>, T: Service, C: ?Sized> Driver<'a, L, T, C> {
     /// Wires them together; `streams` needs one entry per connection the server can hold.
     pub fn new(
         server: Server<'a, T>,

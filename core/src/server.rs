@@ -7,9 +7,9 @@ use crate::buffer::{Buffers, Pool, StorageError};
 use crate::config::{Config, Scheduling};
 use crate::conn::{CloseReason, ConnId, ConnState, Slot, NIL};
 use crate::list::{Links, List};
+use crate::service::{Reply, Service};
 use crate::stats::Stats;
 use crate::time::{Duration, Instant};
-use crate::transform::Transform;
 
 /// The memory a [`Server`] runs in, all of it provided by the caller: one [`Slot`] header
 /// per connection and one byte arena cut into buffers of `buffer_size` bytes, and
@@ -104,7 +104,7 @@ pub struct Server<'a, T> {
     config: Config,
     slots: &'a mut [Slot],
     pool: Buffers<'a>,
-    transform: T,
+    service: T,
     stats: Stats,
 
     /// Free slots: an intrusive LIFO list through `Slot::next`, then the never-used tail.
@@ -118,6 +118,8 @@ pub struct Server<'a, T> {
     queue_len: u32,
     current: u32,
     visit_ops: u16,
+    /// The connection being visited was probed in this visit.
+    visit_probed: bool,
     /// The visit of `current` ended because its budget was spent (not for want of work).
     visit_spent: bool,
     /// Connections of this pass still on the queue: those queued when it began. Whatever
@@ -163,7 +165,7 @@ impl<T: core::fmt::Debug> core::fmt::Debug for Server<'_, T> {
         f.debug_struct("Server")
             .field("capacity", &self.slots.len())
             .field("pool", &self.pool)
-            .field("transform", &self.transform)
+            .field("service", &self.service)
             .field("config", &self.config)
             .field("stats", &self.stats)
             .field("shutdown_deadline", &self.shutdown_deadline)
@@ -171,9 +173,11 @@ impl<T: core::fmt::Debug> core::fmt::Debug for Server<'_, T> {
     }
 }
 
-impl<'a, T: Transform> Server<'a, T> {
-    /// A server with no connections, ready to accept.
-    pub fn new(config: Config, storage: Storage<'a>, transform: T) -> Self {
+impl<'a, T: Service> Server<'a, T> {
+    /// A server with no connections, ready to accept, serving with `service`: a
+    /// [`Transform`](crate::Transform) such as [`Uppercase`](crate::Uppercase) for an
+    /// echo, or any [`Service`].
+    pub fn new(config: Config, storage: Storage<'a>, service: T) -> Self {
         let mut config = config;
         config.visit_budget = config.visit_budget.max(1);
         config.accepts_per_pass = config.accepts_per_pass.max(1);
@@ -190,7 +194,7 @@ impl<'a, T: Transform> Server<'a, T> {
             config,
             slots: storage.slots,
             pool: storage.buffers,
-            transform,
+            service,
             stats: Stats::default(),
             free_slot: NIL,
             fresh_slots: 0,
@@ -199,6 +203,7 @@ impl<'a, T: Transform> Server<'a, T> {
             queue_len: 0,
             current: NIL,
             visit_ops: 0,
+            visit_probed: false,
             visit_spent: false,
             pass_left: 0,
             accepts_left: config.accepts_per_pass,
@@ -287,6 +292,14 @@ impl<'a, T: Transform> Server<'a, T> {
             .map(|idx| self.slots[idx as usize].len as usize)
     }
 
+    /// Bytes received from `conn` that a general [`Service`] has not consumed yet (always
+    /// 0 for a [`Transform`](crate::Transform), which takes every byte as it comes). They
+    /// fill the first half of the connection's buffer; reads stop while it is full.
+    pub fn pending_input(&self, conn: ConnId) -> Result<usize, ReportError> {
+        self.live(conn)
+            .map(|idx| input_held(self.service.is_transform(), &self.slots[idx as usize]) as usize)
+    }
+
     /// True once [`begin_shutdown`](Self::begin_shutdown) was called.
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown_deadline.is_some()
@@ -356,6 +369,7 @@ impl<'a, T: Transform> Server<'a, T> {
                     self.pass_left -= 1;
                     self.current = idx;
                     self.visit_ops = 0;
+                    self.visit_probed = false;
                     self.visit_spent = false;
                     continue;
                 }
@@ -454,13 +468,32 @@ impl<'a, T: Transform> Server<'a, T> {
             self.visit_spent = true;
             return None;
         }
+        let ending = state == ConnState::PeerClosed && slot.peer_fin;
+        if !self.service.is_transform()
+            && slot.len == 0
+            && (ending || (state == ConnState::Draining && slot.held > 0))
+        {
+            // Every reply is sent, and no more input comes: the service takes what it
+            // can of what is left, and ends the stream if the peer ended it.
+            if slot.block == NIL {
+                match self.pool.alloc(false) {
+                    Some(block) => self.slots[idx as usize].block = block,
+                    None => {
+                        self.wait_for_buffer(idx);
+                        return None;
+                    }
+                }
+            }
+            self.finish_input(idx, ending);
+        }
+        let slot = &mut self.slots[idx as usize];
         if slot.len > 0 && slot.writable && state.may_send() {
             // The oldest pending bytes up to the end of the ring, then the rest from its
             // start (one vectored write where the transport has them).
-            let block_size = self.pool.capacity(slot.block);
-            let first = slot.len.min(block_size - slot.head);
-            let range = self.pool.range(slot.block, slot.head, first);
-            let wrapped = self.pool.range(slot.block, 0, slot.len - first);
+            let (base, ring) = ring(&self.pool, self.service.is_transform(), slot.block);
+            let first = slot.len.min(ring - slot.head);
+            let range = self.pool.range(slot.block, base + slot.head, first);
+            let wrapped = self.pool.range(slot.block, base, slot.len - first);
             self.visit_ops += 1;
             self.pending = Some(Pending::Send {
                 conn,
@@ -483,12 +516,21 @@ impl<'a, T: Transform> Server<'a, T> {
             return Some(Plan::Shutdown(conn));
         }
         if slot.probe_due {
+            // The budget is for reads and writes: a probe moves nothing, so the first of
+            // a visit is free (or probe rounds could take every visit of a connection
+            // that also has to read); a retry after `Interrupted` counts.
             slot.probe_due = false;
-            self.visit_ops += 1;
+            if self.visit_probed {
+                self.visit_ops += 1;
+            }
+            self.visit_probed = true;
             self.pending = Some(Pending::Probe { conn });
             return Some(Plan::Probe(conn));
         }
-        if state.may_recv() && slot.readable && has_room(&self.pool, slot) {
+        if state.may_recv()
+            && slot.readable
+            && has_room(&self.pool, self.service.is_transform(), slot)
+        {
             if slot.block == NIL {
                 match self.pool.alloc(slot.bulk) {
                     Some(block) => self.slots[idx as usize].block = block,
@@ -501,8 +543,13 @@ impl<'a, T: Transform> Server<'a, T> {
             }
             let slot = &self.slots[idx as usize];
             let block_size = self.pool.capacity(slot.block);
-            // Free space after the pending bytes, up to the end of the ring or the head.
-            let (start, len) = if slot.head + slot.len >= block_size {
+            // A general service's input goes after what it has not consumed yet.
+            // Otherwise: free space after the pending bytes, up to the end of the ring or
+            // the head.
+            let (start, len) = if !self.service.is_transform() {
+                let held = input_held(false, slot);
+                (held, block_size / 2 - held)
+            } else if slot.head + slot.len >= block_size {
                 (slot.head + slot.len - block_size, block_size - slot.len)
             } else {
                 (slot.head + slot.len, block_size - slot.head - slot.len)
@@ -560,7 +607,7 @@ impl<'a, T: Transform> Server<'a, T> {
             || (slot.len == 0 && matches!(state, ConnState::PeerClosed | ConnState::Draining))
             || (state.may_recv()
                 && slot.readable
-                && has_room(&self.pool, slot)
+                && has_room(&self.pool, self.service.is_transform(), slot)
                 // Without a buffer to read into there is nothing to do until one comes
                 // back (`release_block` hands it to the first in line).
                 && (slot.block != NIL || self.pool.can_lend()))
@@ -621,13 +668,12 @@ impl<'a, T: Transform> Server<'a, T> {
         };
         self.free_slot = idx;
         self.current = NIL;
-        Plan::Close(
-            ConnId {
-                index: idx,
-                generation: slot.generation,
-            },
-            slot.close_reason,
-        )
+        let conn = ConnId {
+            index: idx,
+            generation: slot.generation,
+        };
+        self.service.close(conn);
+        Plan::Close(conn, slot.close_reason)
     }
 
     /// A connection whose output is all sent keeps its (empty) buffer for the read that
@@ -647,7 +693,10 @@ impl<'a, T: Transform> Server<'a, T> {
     fn release_block(&mut self, block: u32) {
         while let Some(idx) = self.buffer_waiters.pop_front(self.slots, wait_links) {
             let slot = &mut self.slots[idx as usize];
-            if slot.block == NIL && slot.state.is_some_and(ConnState::may_recv) {
+            // Those that read, and those whose service still has to end.
+            let wants =
+                |s: ConnState| s.may_recv() || (s == ConnState::PeerClosed && slot.peer_fin);
+            if slot.block == NIL && slot.state.is_some_and(wants) {
                 slot.block = block;
                 self.schedule(idx);
                 return;
@@ -658,6 +707,7 @@ impl<'a, T: Transform> Server<'a, T> {
 
     /// Marks a live connection for closing (from outside its visit: schedules it).
     fn mark_closing(&mut self, idx: u32, reason: CloseReason) {
+        self.discard_input(idx);
         let slot = &mut self.slots[idx as usize];
         slot.state = Some(ConnState::Closing);
         slot.close_reason = reason;
@@ -672,7 +722,9 @@ impl<'a, T: Transform> Server<'a, T> {
                     let slot = &self.slots[idx as usize];
                     if slot.state.is_some_and(|s| s != ConnState::Closing) {
                         self.stats.forced += 1;
-                        self.stats.bytes_unacked += u64::from(slot.unacked);
+                        if slot.state == Some(ConnState::Lingering) {
+                            self.stats.bytes_unacked += u64::from(slot.held);
+                        }
                         self.mark_closing(idx, CloseReason::Forced);
                     }
                 }
@@ -744,6 +796,106 @@ impl<'a, T: Transform> Server<'a, T> {
         self.config.idle_timeout.map_or(Instant::MAX, |t| now + t)
     }
 
+    /// A general service's input not consumed when its connection is finished: discarded.
+    fn discard_input(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        if !self.service.is_transform() && slot.state != Some(ConnState::Lingering) && slot.held > 0
+        {
+            self.stats.bytes_discarded += u64::from(slot.held);
+            slot.held = 0;
+        }
+    }
+
+    /// Offers a general service the input of `idx` not consumed yet, with the free space
+    /// of its reply ring. `end`: the peer is done and the service ends it.
+    fn call_service(&mut self, idx: u32, end: bool) -> (u32, bool) {
+        let slot = &self.slots[idx as usize];
+        let conn = ConnId {
+            index: idx,
+            generation: slot.generation,
+        };
+        let (base, ring) = ring(&self.pool, self.service.is_transform(), slot.block);
+        let (held, head, len) = (slot.held, slot.head, slot.len);
+        let block = self.pool.range(slot.block, 0, base + ring);
+        let (input, ring_bytes) = self.pool.bytes_mut(block).split_at_mut(base as usize);
+        // Free space: from the tail to the end of the ring, then from its start.
+        let tail = (head + len) % ring;
+        let free = ring - len;
+        let first = free.min(ring - tail);
+        let (before, after) = ring_bytes.split_at_mut(tail as usize);
+        let mut reply = Reply::new(
+            &mut after[..first as usize],
+            &mut before[..(free - first) as usize],
+        );
+        let consumed = if end {
+            self.service.end(conn, &input[..held as usize], &mut reply);
+            held
+        } else {
+            let n = self
+                .service
+                .receive(conn, &input[..held as usize], &mut reply);
+            u32::try_from(n).unwrap_or(u32::MAX).min(held)
+        };
+        input.copy_within(consumed as usize..held as usize, 0);
+        let (written, close) = reply.finish();
+        let slot = &mut self.slots[idx as usize];
+        slot.held -= consumed;
+        slot.len += written as u32;
+        (consumed, close)
+    }
+
+    /// Runs the service over the input of `idx` (an open connection, or one whose peer is
+    /// done), and acts on what it asks.
+    fn serve(&mut self, idx: u32) {
+        let (consumed, close) = self.call_service(idx, false);
+        let slot = &mut self.slots[idx as usize];
+        if close {
+            // No `end` after the service finished it (while the peer is not done, the
+            // flag says that its FIN is known, which lingering reads need).
+            if slot.state == Some(ConnState::PeerClosed) {
+                slot.peer_fin = false;
+            }
+            self.discard_input(idx);
+            self.drain(idx);
+        } else if consumed == 0 && slot.len == 0 && slot.held == self.pool.capacity(slot.block) / 2
+        {
+            // A full input the service takes none of, with nothing left to send: it can
+            // never go on.
+            self.fail(idx, ErrorKind::OutOfMemory);
+        }
+    }
+
+    /// No more input comes and every reply is sent: the service takes what it can of the
+    /// input left; when it takes no more, it ends the stream (`end`: the peer ended it),
+    /// or the rest is discarded (a graceful stop).
+    fn finish_input(&mut self, idx: u32, end: bool) {
+        while self.slots[idx as usize].held > 0 {
+            let (consumed, close) = self.call_service(idx, false);
+            let slot = &mut self.slots[idx as usize];
+            if close {
+                if slot.state == Some(ConnState::PeerClosed) {
+                    slot.peer_fin = false;
+                }
+                self.discard_input(idx);
+                return;
+            }
+            if slot.len > 0 {
+                return; // the replies first; then the rest is offered again
+            }
+            if consumed == 0 {
+                break;
+            }
+        }
+        if end {
+            self.call_service(idx, true);
+            let slot = &mut self.slots[idx as usize];
+            slot.held = 0;
+            slot.peer_fin = false;
+        } else {
+            self.discard_input(idx);
+        }
+    }
+
     // ---- handle_* / on_*: outcomes ------------------------------------------------------
 
     /// The `Accept` succeeded: admits the new connection, or refuses it at capacity.
@@ -787,6 +939,7 @@ impl<'a, T: Transform> Server<'a, T> {
         // Accepts open a pass: what they admit is served in the same pass.
         self.schedule(idx);
         self.pass_left += 1;
+        self.service.open(conn);
         Ok(Admission::Admitted(conn))
     }
 
@@ -865,6 +1018,8 @@ impl<'a, T: Transform> Server<'a, T> {
                 self.pass_progress = true;
                 let slot = &mut self.slots[idx as usize];
                 slot.readable = false;
+                // A general service still has to end the stream.
+                slot.peer_fin = !self.service.is_transform() && state == ConnState::Open;
                 slot.state = Some(if state == ConnState::Lingering {
                     slot.close_reason = CloseReason::Done;
                     ConnState::Closing
@@ -886,9 +1041,14 @@ impl<'a, T: Transform> Server<'a, T> {
                     // A read that filled the space offered, or a small buffer's worth, is
                     // bulk: the next buffer this connection gets is a large one.
                     slot.bulk = n as u32 >= max.min(self.pool.small_size());
-                    slot.len += n as u32;
                     self.stats.bytes_in += n as u64;
-                    self.transform.apply(self.pool.bytes_mut(range));
+                    if self.service.is_transform() {
+                        slot.len += n as u32;
+                        self.service.transform(self.pool.bytes_mut(range));
+                    } else {
+                        slot.held += n as u32;
+                        self.serve(idx);
+                    }
                 }
             }
             Err(nb::Error::WouldBlock) => self.slots[idx as usize].readable = false,
@@ -896,7 +1056,8 @@ impl<'a, T: Transform> Server<'a, T> {
             Err(nb::Error::Other(kind)) => self.fail(idx, kind),
         }
         let slot = &mut self.slots[idx as usize];
-        if slot.len == 0 && slot.block != NIL {
+        if slot.len == 0 && input_held(self.service.is_transform(), slot) == 0 && slot.block != NIL
+        {
             let block = slot.block;
             slot.block = NIL;
             self.release_block(block);
@@ -935,15 +1096,28 @@ impl<'a, T: Transform> Server<'a, T> {
                 self.pass_progress = true;
                 self.stats.bytes_out += n as u64;
                 self.progressed(idx, now);
-                let block_size = self.pool.capacity(self.slots[idx as usize].block);
+                let (_, ring) = ring(
+                    &self.pool,
+                    self.service.is_transform(),
+                    self.slots[idx as usize].block,
+                );
                 let slot = &mut self.slots[idx as usize];
                 slot.len -= n as u32;
                 slot.head = if slot.len == 0 {
                     0
                 } else {
-                    (slot.head + n as u32) % block_size
+                    (slot.head + n as u32) % ring
                 };
-                if slot.len == 0 && !self.keeps_empty_buffer(idx) {
+                if slot.held > 0 && slot.state == Some(ConnState::Open) {
+                    // Room for replies again: the service may take more of its input.
+                    self.serve(idx);
+                }
+                let slot = &self.slots[idx as usize];
+                if slot.len == 0
+                    && input_held(self.service.is_transform(), slot) == 0
+                    && slot.block != NIL
+                    && !self.keeps_empty_buffer(idx)
+                {
                     let slot = &mut self.slots[idx as usize];
                     let block = slot.block;
                     slot.block = NIL;
@@ -981,7 +1155,7 @@ impl<'a, T: Transform> Server<'a, T> {
             }
             Err(ErrorKind::Interrupted) => self.slots[idx as usize].probe_due = true,
             Ok(n) => {
-                self.slots[idx as usize].unacked = u32::try_from(n).unwrap_or(u32::MAX);
+                self.slots[idx as usize].held = u32::try_from(n).unwrap_or(u32::MAX);
                 if !self.probes.contains(self.slots, probe_links, idx) {
                     if self.probes.front().is_none() {
                         self.probe_backoff = self.config.probe_backoff_min;
@@ -1083,6 +1257,7 @@ impl<'a, T: Transform> Server<'a, T> {
     }
 
     fn fail(&mut self, idx: u32, kind: ErrorKind) {
+        self.discard_input(idx);
         self.stats.failed += 1;
         self.pass_progress = true;
         let slot = &mut self.slots[idx as usize];
@@ -1142,7 +1317,34 @@ const fn fails_one_connection(kind: ErrorKind) -> bool {
     )
 }
 
-/// Room to read into: no buffer yet (one is lent on the first read), or one not full.
-fn has_room(pool: &Buffers<'_>, slot: &Slot) -> bool {
-    slot.block == NIL || slot.len < pool.capacity(slot.block)
+/// Where the reply ring of `block` starts, and its size: the whole block for a transform,
+/// the second half for a general service (the first is its input).
+fn ring(pool: &Buffers<'_>, in_place: bool, block: u32) -> (u32, u32) {
+    let size = pool.capacity(block);
+    if in_place {
+        (0, size)
+    } else {
+        (size / 2, size - size / 2)
+    }
+}
+
+/// Room to read into: no buffer yet (one is lent on the first read), or room in the ring
+/// for a transform, in the input half for a general service.
+fn has_room(pool: &Buffers<'_>, in_place: bool, slot: &Slot) -> bool {
+    slot.block == NIL
+        || if in_place {
+            slot.len < pool.capacity(slot.block)
+        } else {
+            input_held(false, slot) < pool.capacity(slot.block) / 2
+        }
+}
+
+/// A general service's input held by `slot` (`held` counts unacknowledged bytes instead
+/// while lingering, and means nothing to a transform).
+fn input_held(in_place: bool, slot: &Slot) -> u32 {
+    if in_place || slot.state == Some(ConnState::Lingering) {
+        0
+    } else {
+        slot.held
+    }
 }

@@ -1393,3 +1393,34 @@ fn readiness_mode_accepts_after_late_listener_readiness() {
     assert_eq!(wait(&mut s, T0), Some(T0));
     assert_eq!(op(&mut s, T0), Op::Accept);
 }
+
+/// A transport that answers every probe `Interrupted` gets the probe again at once, but
+/// the retries count in the visit's budget: the other connections are still served.
+#[test]
+fn probes_retried_after_interrupted_do_not_starve_the_others() {
+    let mut s = polling();
+    let lingering = linger(&mut s, T0, 10);
+    let later = T0 + ms(2); // the next probe round
+    let mut other = None;
+    for _ in 0..100 {
+        match op(&mut s, later) {
+            Op::Probe(conn) => s
+                .on_probe(later, conn, Err(ErrorKind::Interrupted))
+                .unwrap(),
+            Op::Accept if other.is_none() => match s.on_accepted(later).unwrap() {
+                Admission::Admitted(c) => other = Some(c),
+                Admission::Refused => panic!("refused"),
+            },
+            Op::Accept => accept_would_block(&mut s, later),
+            Op::Recv(conn, _) if conn == lingering => {
+                s.on_recv(later, conn, Err(nb::Error::WouldBlock)).unwrap()
+            }
+            Op::Recv(conn, _) => {
+                assert_eq!(Some(conn), other);
+                return;
+            }
+            op => panic!("unexpected {op:?}"),
+        }
+    }
+    panic!("{other:?} was never read: the lingering connection's probes took every turn");
+}

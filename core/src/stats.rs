@@ -46,9 +46,14 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Bytes received and not yet sent or dropped: what sits in buffers now.
+    /// Bytes received and not yet sent or dropped: what sits in buffers now, with a
+    /// [`Transform`](crate::Transform) (byte for byte). With a general
+    /// [`Service`](crate::Service), whose replies need not be as long as their input,
+    /// it is only `bytes_in - bytes_out - bytes_dropped`, and 0 when that is negative.
     pub const fn bytes_buffered(&self) -> u64 {
-        self.bytes_in - self.bytes_out - self.bytes_dropped
+        self.bytes_in
+            .saturating_sub(self.bytes_out)
+            .saturating_sub(self.bytes_dropped)
     }
 }
 

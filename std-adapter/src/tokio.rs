@@ -21,8 +21,8 @@ use std::time::Duration as StdDuration;
 use ::tokio::io::Interest;
 use ::tokio::net::{TcpListener, TcpStream};
 use nbecho_core::{
-    nb, Action, Admission, Config, Duration, ErrorKind, Instant, Scheduling, Server, Slot, Stats,
-    Storage, StorageError, Transform,
+    nb, Action, Admission, Config, Duration, ErrorKind, Instant, Scheduling, Server, Service, Slot,
+    Stats, Storage, StorageError,
 };
 
 /// What [`serve`] runs with.
@@ -131,7 +131,7 @@ fn outcome(e: &io::Error) -> nb::Error<ErrorKind> {
 /// Serves on `listener` with `transform` until `stop` completes, then stops gracefully
 /// (at most [`Options::shutdown_timeout`]) and returns the final counters. Runs in the
 /// calling task; all its memory is allocated here, once.
-pub async fn serve<T: Transform>(
+pub async fn serve<T: Service>(
     listener: TcpListener,
     options: &Options,
     transform: T,
@@ -149,7 +149,7 @@ pub async fn serve<T: Transform>(
 /// [`serve`], with stop requests counted by `requests`, which is polled at every wake-up
 /// (and must wake the task, through the context it gets, when its count changes): the
 /// first starts the graceful stop, a second one forces every connection closed at once.
-pub async fn serve_until<T: Transform>(
+pub async fn serve_until<T: Service>(
     listener: TcpListener,
     options: &Options,
     transform: T,

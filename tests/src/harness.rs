@@ -49,11 +49,11 @@ use std::fmt;
 use std::rc::Rc;
 
 use nbecho_core::{
-    nb, CloseReason, Config, ConnId, ConnState, Driver, Duration, ErrorKind, Instant, Mode,
-    Scheduling, Server, Slot, Stats, Step, Storage,
+    nb, CloseReason, Config, ConnId, ConnState, Driver, Duration, ErrorKind, Instant, LineState,
+    Mode, NumberedLines, Reply, Scheduling, Server, Service, Slot, Stats, Step, Storage,
 };
 
-use crate::net::{Net, Pipe, SharedNet, SimListener, SimStream, WINDOW};
+use crate::net::{Answer, Net, Pipe, SharedNet, SimListener, SimStream, WINDOW};
 use crate::schedule::{Behaviour, Schedule};
 
 /// Steps a run may take before it counts as stuck.
@@ -299,7 +299,54 @@ impl Model {
     }
 }
 
-type SimDriver<'a> = Driver<'a, SimListener, Mode>;
+type SimDriver<'a> = Driver<'a, SimListener, SimService<'a>>;
+
+/// The server's service in a run: a transform (the in-place path) or a general service.
+#[derive(Debug)]
+enum SimService<'s> {
+    Transform(Mode),
+    Lines(NumberedLines<'s>),
+}
+
+impl Service for SimService<'_> {
+    fn open(&mut self, conn: ConnId) {
+        match self {
+            Self::Transform(mode) => mode.open(conn),
+            Self::Lines(lines) => lines.open(conn),
+        }
+    }
+
+    fn receive(&mut self, conn: ConnId, input: &[u8], reply: &mut Reply<'_>) -> usize {
+        match self {
+            Self::Transform(mode) => mode.receive(conn, input, reply),
+            Self::Lines(lines) => lines.receive(conn, input, reply),
+        }
+    }
+
+    fn end(&mut self, conn: ConnId, input: &[u8], reply: &mut Reply<'_>) {
+        match self {
+            Self::Transform(mode) => mode.end(conn, input, reply),
+            Self::Lines(lines) => lines.end(conn, input, reply),
+        }
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        match self {
+            Self::Transform(mode) => mode.close(conn),
+            Self::Lines(lines) => lines.close(conn),
+        }
+    }
+
+    fn is_transform(&self) -> bool {
+        matches!(self, Self::Transform(_))
+    }
+
+    fn transform(&mut self, bytes: &mut [u8]) {
+        if let Self::Transform(mode) = self {
+            Service::transform(mode, bytes);
+        }
+    }
+}
 
 /// Runs the schedule to completion: every client served, then a graceful shutdown until
 /// [`Step::Finished`].
@@ -345,14 +392,20 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
     } else {
         0
     });
-    let mode = if s.server.identity {
-        Mode::Echo
+    let mut line_states = vec![LineState::NEW; capacity];
+    let (answer, service) = if s.server.lines {
+        (
+            Answer::Lines,
+            SimService::Lines(NumberedLines::new(&mut line_states)),
+        )
+    } else if s.server.identity {
+        (Answer::Echo, SimService::Transform(Mode::Echo))
     } else {
-        Mode::Upper
+        (Answer::Upper, SimService::Transform(Mode::Upper))
     };
-    let server = Server::new(config, storage, mode);
+    let server = Server::new(config, storage, service);
     let bounds = Bounds::new(server.config(), capacity);
-    let net: SharedNet = Net::new(s.seed, s.faults.clone(), &s.clients, s.server.identity);
+    let net: SharedNet = Net::new(s.seed, s.faults.clone(), &s.clients, answer);
     net.borrow_mut().short_reads_drain = s.server.short_reads_drain;
     let mut driver = Driver::new(server, SimListener(Rc::clone(&net)), &mut streams)
         .map_err(|e| fail(0, e.to_string()))?;
@@ -934,6 +987,7 @@ fn check_closes(
 fn serviceable(
     state: ConnState,
     pending: usize,
+    filled: usize,
     capacity: usize,
     can_lend: bool,
     pipe: &Pipe,
@@ -943,7 +997,7 @@ fn serviceable(
     let room = if capacity == 0 {
         can_lend
     } else {
-        pending < capacity
+        filled < capacity
     };
     let read = state.may_recv() && peer_sent && room;
     let write = state.may_send() && pending > 0 && (pipe.to_client.len() < WINDOW || pipe.reset);
@@ -977,10 +1031,21 @@ fn check_service(
             .buffer_capacity(conn)
             .map_err(|e| format!("{conn}: {e}"))?;
         model.largest_buffer = model.largest_buffer.max(capacity);
+        // A general service reads into the first half of the buffer, after the input it
+        // has not consumed yet.
+        let (filled, capacity) = if n.answer() == Answer::Lines {
+            let held = server
+                .pending_input(conn)
+                .map_err(|e| format!("{conn}: {e}"))?;
+            (held, capacity / 2)
+        } else {
+            (pending, capacity)
+        };
         let ready = model.app[client] == Some(AppCall::Abort)
             || serviceable(
                 state,
                 pending,
+                filled,
                 capacity,
                 can_lend,
                 &n.pipes[client],
@@ -1099,7 +1164,15 @@ fn check_step(
         st.bytes_dropped,
         st.bytes_discarded,
     );
-    if bytes != counted {
+    // A general service owes replies as it consumes input: the model, which answers
+    // every byte at once, bounds what was dropped (replies not sent) and what was
+    // discarded (input the service never consumed: after `quit`, at a stop, a timeout).
+    let lines = n.answer() == Answer::Lines;
+    let within = lines
+        && (counted.0, counted.1) == (read, written)
+        && counted.2 <= model.dropped
+        && (discarded..=discarded + read).contains(&counted.3);
+    if bytes != counted && !within {
         return Err(format!(
             "byte counters (in, out, dropped, discarded) are {counted:?}, the network carried {bytes:?}"
         ));
@@ -1129,7 +1202,8 @@ fn check_step(
             .map_err(|e| format!("{conn}: {e}"))?;
         let pipe = &n.pipes[client];
         let owed = pipe.expected.len() - pipe.written;
-        if pending != owed {
+        // A general service may not have replied yet to input it holds.
+        if pending != owed && !(n.answer() == Answer::Lines && pending < owed) {
             return Err(format!(
                 "{conn} says {pending} bytes pending; it owes {owed} bytes of echo"
             ));
@@ -1166,7 +1240,7 @@ fn check_step(
             }
         }
     }
-    if st.bytes_buffered() != buffered {
+    if st.bytes_buffered() != buffered && n.answer() != Answer::Lines {
         return Err(format!(
             "stats say {} bytes buffered; live connections hold {buffered}",
             st.bytes_buffered()
@@ -1257,7 +1331,7 @@ fn check_end(
                     ));
                 }
                 let complete = pipe.server_read == client.payload;
-                let app_closed = model.app[i].is_some();
+                let app_closed = model.app[i].is_some() || pipe.lines.quit();
                 if client.plan.behaviour == Behaviour::HalfClose
                     && !mid_shutdown
                     && !app_closed

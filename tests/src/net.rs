@@ -23,6 +23,93 @@ pub const fn model_echo(identity: bool, byte: u8) -> u8 {
     }
 }
 
+/// What the simulated server must answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Uppercase, byte for byte.
+    Upper,
+    /// The bytes unchanged.
+    Echo,
+    /// [`NumberedLines`](nbecho_core::NumberedLines), modelled by [`LinesModel`].
+    Lines,
+}
+
+/// An independent model of [`NumberedLines`](nbecho_core::NumberedLines), fed the bytes
+/// the server reads one at a time: the replies it owes for them, as soon as they are
+/// decided (a line's number and first bytes once the line cannot be `quit` any more).
+#[derive(Debug, Default)]
+pub struct LinesModel {
+    number: u32,
+    /// The current line's number is out; its bytes follow.
+    in_line: bool,
+    /// The start of a line that may yet be `quit`.
+    undecided: Vec<u8>,
+    /// `quit` was read: nothing more is answered.
+    quit: bool,
+    /// The end of the stream was answered.
+    ended: bool,
+}
+
+impl LinesModel {
+    fn is_quit(line: &[u8]) -> bool {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        line.strip_suffix(b"\r").unwrap_or(line) == b"quit"
+    }
+
+    fn open_line(&mut self, out: &mut Vec<u8>) {
+        self.number += 1;
+        out.extend_from_slice(format!("{}: ", self.number).as_bytes());
+        out.append(&mut self.undecided);
+        self.in_line = true;
+    }
+
+    /// The replies owed for one more byte read.
+    pub fn feed(&mut self, byte: u8, out: &mut Vec<u8>) {
+        if self.quit || self.ended {
+            return;
+        }
+        if self.in_line {
+            out.push(byte);
+            self.in_line = byte != b'\n';
+            return;
+        }
+        self.undecided.push(byte);
+        if byte == b'\n' && Self::is_quit(&self.undecided) {
+            out.extend_from_slice(b"bye\n");
+            self.quit = true;
+        } else if byte == b'\n' {
+            self.open_line(out);
+            self.in_line = false;
+        } else if !b"quit\r".starts_with(&self.undecided) {
+            self.open_line(out);
+        }
+    }
+
+    /// The replies owed at the end of the stream.
+    pub fn end(&mut self, out: &mut Vec<u8>) {
+        if self.quit || self.ended {
+            return;
+        }
+        self.ended = true;
+        if !self.undecided.is_empty() {
+            if Self::is_quit(&self.undecided) {
+                out.extend_from_slice(b"bye\n");
+                return;
+            }
+            self.open_line(out);
+        }
+        if self.in_line {
+            out.push(b'\n');
+            self.in_line = false;
+        }
+    }
+
+    /// `quit` was read: the server finishes the connection.
+    pub fn quit(&self) -> bool {
+        self.quit
+    }
+}
+
 /// Bytes a client can have in flight towards the server (its socket buffer), and the
 /// server towards a client.
 pub const WINDOW: usize = 4096;
@@ -60,6 +147,8 @@ pub struct Pipe {
     pub discarded: u64,
     /// Everything the client has read.
     pub client_received: Vec<u8>,
+    /// With [`Answer::Lines`]: the model that computes `expected`.
+    pub lines: LinesModel,
 }
 
 /// A client peer: its plan, payload and progress.
@@ -88,8 +177,8 @@ impl Client {
 pub struct Net {
     rng: Rng,
     faults: Faults,
-    /// The server echoes bytes unchanged (else uppercase).
-    identity: bool,
+    /// What the server answers.
+    answer: Answer,
     /// A read that leaves data behind raises a readable edge (see
     /// [`ServerPlan::short_reads_drain`](crate::ServerPlan::short_reads_drain)).
     pub short_reads_drain: bool,
@@ -117,15 +206,29 @@ pub struct Net {
 pub type SharedNet = Rc<RefCell<Net>>;
 
 impl Net {
-    /// A network with these clients, nobody connected yet, whose server owes
-    /// [`model_echo`]`(identity, _)` of what it reads.
-    pub fn new(seed: u64, faults: Faults, plans: &[ClientPlan], identity: bool) -> SharedNet {
+    /// What the server must answer.
+    pub fn answer(&self) -> Answer {
+        self.answer
+    }
+
+    /// A network with these clients, nobody connected yet, whose server owes `answer`
+    /// of what it reads. For [`Answer::Lines`] the payloads are made into lines: a random
+    /// byte below 20 becomes a newline, 21 a carriage return, and a 20 followed by a byte
+    /// below 128 the line `quit` (with `\r\n` or `\n`), so that about one payload in
+    /// four of a kilobyte quits; the random draws are the same.
+    pub fn new(seed: u64, faults: Faults, plans: &[ClientPlan], answer: Answer) -> SharedNet {
         let mut rng = Rng::new(seed);
         let clients = plans
             .iter()
             .map(|plan| Client {
                 plan: plan.clone(),
-                payload: rng.bytes(plan.bytes.into()),
+                payload: {
+                    let mut payload = rng.bytes(plan.bytes.into());
+                    if answer == Answer::Lines {
+                        make_lines(&mut payload);
+                    }
+                    payload
+                },
                 connect_at: Instant::from_millis(plan.connect_at_ms.into()),
                 connected: false,
                 sent: 0,
@@ -135,7 +238,7 @@ impl Net {
         Rc::new(RefCell::new(Self {
             rng,
             faults,
-            identity,
+            answer,
             short_reads_drain: false,
             backlog: VecDeque::new(),
             pipes,
@@ -360,6 +463,11 @@ impl Stream for SimStream {
         let available = net.pipes[i].to_server.len();
         if available == 0 {
             return if net.pipes[i].client_eof {
+                let pipe = &mut net.pipes[i];
+                if net.answer == Answer::Lines && !pipe.server_fin {
+                    // The end of the stream is answered too (an unfinished line).
+                    pipe.lines.end(&mut pipe.expected);
+                }
                 Ok(0)
             } else {
                 Err(nb::Error::WouldBlock)
@@ -370,7 +478,7 @@ impl Stream for SimStream {
             // A short read that leaves data: as if it arrived after, a new edge.
             net.edge(i, true, false);
         }
-        let identity = net.identity;
+        let answer = net.answer;
         let pipe = &mut net.pipes[i];
         for (dst, src) in buf[..n].iter_mut().zip(pipe.to_server.drain(..n)) {
             *dst = src;
@@ -379,8 +487,18 @@ impl Stream for SimStream {
             pipe.discarded += n as u64;
         } else {
             pipe.server_read.extend_from_slice(&buf[..n]);
-            pipe.expected
-                .extend(buf[..n].iter().map(|&b| model_echo(identity, b)));
+            match answer {
+                Answer::Lines => {
+                    for &b in &buf[..n] {
+                        pipe.lines.feed(b, &mut pipe.expected);
+                    }
+                }
+                _ => pipe.expected.extend(
+                    buf[..n]
+                        .iter()
+                        .map(|&b| model_echo(answer == Answer::Echo, b)),
+                ),
+            }
         }
         Ok(n)
     }
@@ -505,5 +623,29 @@ impl Stream for SimStream {
             net.violations
                 .push(format!("client {}: closed twice", self.client));
         }
+    }
+}
+
+/// Makes a random payload into lines (see [`Net::new`]).
+fn make_lines(payload: &mut [u8]) {
+    let mut i = 0;
+    while i < payload.len() {
+        match payload[i] {
+            0..20 => payload[i] = b'\n',
+            21 => payload[i] = b'\r',
+            20 if payload.get(i + 1).is_some_and(|&b| b < 128) => {
+                let quit: &[u8] = if payload[i + 1].is_multiple_of(2) {
+                    b"\nquit\n"
+                } else {
+                    b"\nquit\r\n"
+                };
+                let n = quit.len().min(payload.len() - i);
+                payload[i..i + n].copy_from_slice(&quit[..n]);
+                i += n;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
     }
 }

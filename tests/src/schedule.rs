@@ -42,6 +42,11 @@ pub struct ServerPlan {
     pub edge_batches: bool,
     /// A plain echo ([`Mode::Echo`](nbecho_core::Mode::Echo)) instead of uppercase.
     pub identity: bool,
+    /// A general service instead of a transform:
+    /// [`NumberedLines`](nbecho_core::NumberedLines) (replies of other lengths,
+    /// per-connection state, the application closing on `quit`); the clients' payloads
+    /// are then made of lines (see [`Net::new`](crate::net::Net::new)).
+    pub lines: bool,
     /// Large buffers for bulk transfers (0..=4; 0: none).
     pub large_buffers: u8,
     /// How many times larger than `buffer_size` they are (2..=8).
@@ -130,6 +135,7 @@ impl Schedule {
             app_every: None,
             short_reads_drain: false,
             stop_at_once: false,
+            lines: false,
         };
         let mut faults = Faults {
             accept_would_block: small(&mut rng, 40),
@@ -175,6 +181,7 @@ impl Schedule {
         };
         server.short_reads_drain = rng.chance(50);
         server.stop_at_once = rng.chance(30);
+        server.lines = rng.chance(25);
         Self {
             seed,
             server,
@@ -203,6 +210,7 @@ impl Schedule {
             app_every: s.app_every.map(|n| clamp(n.into(), 50, 20_000) as u16),
             short_reads_drain: s.short_reads_drain,
             stop_at_once: s.stop_at_once,
+            lines: s.lines,
         };
         let f = &self.faults;
         let rate = |r: u8| r.min(60);
@@ -286,6 +294,7 @@ pub mod strategy {
                 proptest::option::weighted(0.25, 50..5000u16),
                 any::<bool>(),
                 proptest::bool::weighted(0.3),
+                proptest::bool::weighted(0.25),
             ),
         )
             .prop_map(
@@ -299,7 +308,14 @@ pub mod strategy {
                     shutdown_at_ms,
                     edge_batches,
                     identity,
-                    (large_buffers, large_factor, app_every, short_reads_drain, stop_at_once),
+                    (
+                        large_buffers,
+                        large_factor,
+                        app_every,
+                        short_reads_drain,
+                        stop_at_once,
+                        lines,
+                    ),
                 )| {
                     ServerPlan {
                         capacity,
@@ -316,6 +332,7 @@ pub mod strategy {
                         app_every,
                         short_reads_drain,
                         stop_at_once,
+                        lines,
                     }
                 },
             )

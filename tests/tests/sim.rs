@@ -29,6 +29,7 @@ fn a_plain_echo() {
             app_every: None,
             short_reads_drain: false,
             stop_at_once: false,
+            lines: false,
         },
         faults: Faults::default(),
         clients: vec![ClientPlan {
@@ -135,6 +136,7 @@ fn bulk_transfers_use_large_buffers() {
             app_every: None,
             short_reads_drain: true,
             stop_at_once: false,
+            lines: false,
         },
         faults: Faults::default(),
         clients: vec![
@@ -196,6 +198,7 @@ fn bulk_streams_do_not_starve_a_newcomer() {
                 // As the epoll driver runs it.
                 short_reads_drain: edge_batches,
                 stop_at_once: false,
+                lines: false,
             },
             faults: Faults::default(),
             clients,
