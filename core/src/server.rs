@@ -468,25 +468,27 @@ impl<'a, T: Service> Server<'a, T> {
             self.visit_spent = true;
             return None;
         }
-        let ending = state == ConnState::PeerClosed && slot.peer_fin;
-        if !self.service.is_transform()
+        let slot = if !self.service.is_transform()
             && slot.len == 0
-            && (ending || (state == ConnState::Draining && slot.held > 0))
+            && ((state == ConnState::PeerClosed && slot.peer_fin)
+                || (state == ConnState::Draining && slot.held > 0))
         {
             // Every reply is sent, and no more input comes: the service takes what it
             // can of what is left, and ends the stream if the peer ended it.
             if slot.block == NIL {
                 match self.pool.alloc(false) {
-                    Some(block) => self.slots[idx as usize].block = block,
+                    Some(block) => slot.block = block,
                     None => {
                         self.wait_for_buffer(idx);
                         return None;
                     }
                 }
             }
-            self.finish_input(idx, ending);
-        }
-        let slot = &mut self.slots[idx as usize];
+            self.finish_input(idx, state == ConnState::PeerClosed);
+            &mut self.slots[idx as usize]
+        } else {
+            slot
+        };
         if slot.len > 0 && slot.writable && state.may_send() {
             // The oldest pending bytes up to the end of the ring, then the rest from its
             // start (one vectored write where the transport has them).
@@ -1108,7 +1110,10 @@ impl<'a, T: Service> Server<'a, T> {
                 } else {
                     (slot.head + n as u32) % ring
                 };
-                if slot.held > 0 && slot.state == Some(ConnState::Open) {
+                if !self.service.is_transform()
+                    && slot.held > 0
+                    && slot.state == Some(ConnState::Open)
+                {
                     // Room for replies again: the service may take more of its input.
                     self.serve(idx);
                 }
