@@ -46,6 +46,9 @@
 //!
 //! - Bytes asked to be sent are always a prefix of `transform(bytes received)`, per
 //!   connection; after the peer's end-of-stream, all of it, then `Shutdown`, then `Close`.
+//!   With a general [`Service`] (replies of any length, per-connection state, the
+//!   application closing: see [`NumberedLines`]), they are the service's replies, in the
+//!   order it wrote them, every one sent before the FIN.
 //! - Memory is fixed and provided by the caller ([`Storage`]): a [`Slot`] header per
 //!   connection and an arena of buffers lent only to connections that hold data. A full
 //!   buffer stops reads from that connection (backpressure) until sends drain it.

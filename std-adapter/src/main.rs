@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
-use nbecho_core::{Mode, MIN_BLOCK};
+use nbecho_core::MIN_BLOCK;
 use nbecho_std::args::{parse_addr, parse_duration, parse_positive_duration, parse_size_in};
 use nbecho_std::{bench, client, serve};
 
@@ -165,7 +165,9 @@ struct ServeArgs {
     /// and --buffers are split between them.
     #[arg(short, long, value_name = "N", env = "NBECHO_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     threads: u32,
-    /// `upper` echoes ASCII letters uppercased (like Python's bytes.upper()); `echo` as is.
+    /// `upper` echoes ASCII letters uppercased (like Python's bytes.upper()); `echo` as is;
+    /// `lines` numbers each connection's lines (`1: first line`) and says `bye` and closes
+    /// on a line `quit` (the core's Service API, not a byte-for-byte echo).
     #[arg(short, long, value_enum, env = "NBECHO_MODE", default_value_t = ModeArg::Upper)]
     mode: ModeArg,
 }
@@ -194,6 +196,7 @@ enum DriverArg {
 enum ModeArg {
     Upper,
     Echo,
+    Lines,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -315,8 +318,9 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, String> {
         idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
         shutdown_timeout: args.shutdown_timeout,
         mode: match args.mode {
-            ModeArg::Upper => Mode::Upper,
-            ModeArg::Echo => Mode::Echo,
+            ModeArg::Upper => serve::Protocol::Upper,
+            ModeArg::Echo => serve::Protocol::Echo,
+            ModeArg::Lines => serve::Protocol::Lines,
         },
         driver: match args.driver {
             DriverArg::Poll => serve::DriverKind::Poll,

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration as StdDuration;
 
 use nbecho_core::{
-    Config, ConnId, Driver, Duration, Instant, Mode, Scheduling, Server, Slot, Stats, Step,
-    Storage, StorageError,
+    Config, ConnId, Driver, Duration, Instant, LineState, Mode, NumberedLines, Scheduling, Server,
+    Service, Slot, Stats, Step, Storage, StorageError,
 };
 use tracing::{debug, info, warn};
 
@@ -40,13 +40,37 @@ pub struct Options {
     pub idle_timeout: Option<StdDuration>,
     /// How long a graceful shutdown may take before connections are forced closed.
     pub shutdown_timeout: StdDuration,
-    /// Uppercase or plain echo.
-    pub mode: Mode,
+    /// What the server answers.
+    pub mode: Protocol,
     /// How connections are driven.
     pub driver: DriverKind,
     /// Independent servers, one per thread, each with its own listener on the same port
     /// (`SO_REUSEPORT`); `max_conns` and `buffers` are split between them.
     pub threads: usize,
+}
+
+/// What the server answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// An echo, ASCII letters uppercased (the core's [`Mode::Upper`]).
+    #[default]
+    Upper,
+    /// A plain echo ([`Mode::Echo`]).
+    Echo,
+    /// Numbered lines ([`NumberedLines`]): `1: first line`, ..., `bye` and a close on
+    /// `quit`.
+    Lines,
+}
+
+impl Protocol {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Upper => "upper",
+            Self::Echo => "echo",
+            Self::Lines => "lines",
+        }
+    }
 }
 
 /// How connections are driven.
@@ -218,10 +242,7 @@ pub fn run(
         buffers = options.buffers,
         large_buffer_size = options.large_buffer_size,
         large_buffers = large_arena_len(options) / options.large_buffer_size.max(1),
-        mode = %match options.mode {
-            Mode::Upper => "upper",
-            Mode::Echo => "echo",
-        },
+        mode = %options.mode.name(),
         driver = %match options.driver {
             DriverKind::Poll => "poll",
             DriverKind::Epoll => "epoll",
@@ -289,7 +310,7 @@ fn serve_on(
 ) -> Result<Outcome, Error> {
     let arena_len = options.buffers * options.buffer_size;
     match options.driver {
-        DriverKind::Poll => serve(
+        DriverKind::Poll => serve_as(
             options,
             stop,
             arena_len,
@@ -301,7 +322,7 @@ fn serve_on(
         DriverKind::Epoll => {
             let mut listener = NetListener::new(mio::net::TcpListener::from_std(listener));
             let epoll = Epoll::new(&mut listener).map_err(Error::Epoll)?;
-            serve(options, stop, arena_len, epoll, listener)
+            serve_as(options, stop, arena_len, epoll, listener)
         }
         #[cfg(feature = "tokio")]
         DriverKind::Tokio => serve_tokio(options, stop, listener),
@@ -354,9 +375,21 @@ fn serve_tokio(
             log_stop_requests(asked, &mut announced, options.shutdown_timeout, None);
             u32::try_from(asked).unwrap_or(u32::MAX)
         };
-        let stats = crate::tokio::serve_until(listener, &tokio_options, options.mode, requests)
-            .await
-            .map_err(Error::Storage)?;
+        let mut lines = Vec::new();
+        let served = match options.mode {
+            Protocol::Upper => {
+                crate::tokio::serve_until(listener, &tokio_options, Mode::Upper, requests).await
+            }
+            Protocol::Echo => {
+                crate::tokio::serve_until(listener, &tokio_options, Mode::Echo, requests).await
+            }
+            Protocol::Lines => {
+                lines.resize(options.max_conns, LineState::NEW);
+                let service = NumberedLines::new(&mut lines);
+                crate::tokio::serve_until(listener, &tokio_options, service, requests).await
+            }
+        };
+        let stats = served.map_err(Error::Storage)?;
         info!(%stats, "stopped");
         Ok(Outcome {
             stats,
@@ -376,7 +409,12 @@ trait Io {
         conn: ConnId,
         stream: &mut NetStream<<Self::Raw as Accept>::Socket>,
     ) -> io::Result<()>;
-    fn wait(&mut self, server: &mut Server<'_, Mode>, clock: &Clock, until: Option<Instant>);
+    fn wait<S: Service>(
+        &mut self,
+        server: &mut Server<'_, S>,
+        clock: &Clock,
+        until: Option<Instant>,
+    );
     /// Stop signals received since the last call (checked after each wait, and every
     /// `CLOCK_EVERY` steps while the server does not wait).
     fn signals(&mut self) -> usize;
@@ -395,7 +433,7 @@ impl Io for Polling {
         Ok(())
     }
 
-    fn wait(&mut self, _: &mut Server<'_, Mode>, clock: &Clock, until: Option<Instant>) {
+    fn wait<S: Service>(&mut self, _: &mut Server<'_, S>, clock: &Clock, until: Option<Instant>) {
         clock.sleep_until(until, MAX_NAP);
     }
 
@@ -449,7 +487,12 @@ impl Io for Epoll {
             .register(&mut stream.0, mio::Token(conn.index()), interest)
     }
 
-    fn wait(&mut self, server: &mut Server<'_, Mode>, clock: &Clock, until: Option<Instant>) {
+    fn wait<S: Service>(
+        &mut self,
+        server: &mut Server<'_, S>,
+        clock: &Clock,
+        until: Option<Instant>,
+    ) {
         let timeout = until.map(|t| StdDuration::from_micros((t - clock.now()).total_micros()));
         if let Err(e) = self.poll.poll(&mut self.events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
@@ -485,13 +528,34 @@ impl Io for Epoll {
     }
 }
 
+/// [`serve`] with the service the options ask for (each its own monomorphic loop).
+fn serve_as<I: Io>(
+    options: &Options,
+    stop: &AtomicBool,
+    arena_len: usize,
+    io: I,
+    listener: NetListener<I::Raw>,
+) -> Result<Outcome, Error> {
+    match options.mode {
+        Protocol::Upper => serve(options, stop, arena_len, io, listener, Mode::Upper),
+        Protocol::Echo => serve(options, stop, arena_len, io, listener, Mode::Echo),
+        Protocol::Lines => {
+            // A line counter per connection, made once like the rest of the memory.
+            let mut lines = vec![LineState::NEW; options.max_conns];
+            let service = NumberedLines::new(&mut lines);
+            serve(options, stop, arena_len, io, listener, service)
+        }
+    }
+}
+
 /// The driver loop: the core's steps, the driver's waits, logs and shutdown.
-fn serve<I: Io>(
+fn serve<I: Io, S: Service>(
     options: &Options,
     stop: &AtomicBool,
     arena_len: usize,
     mut io: I,
     listener: NetListener<I::Raw>,
+    service: S,
 ) -> Result<Outcome, Error> {
     // All the memory the server will ever use, made once. `vec![0; n]` asks the OS for
     // zeroed pages, which cost nothing until a buffer is first lent.
@@ -521,7 +585,7 @@ fn serve<I: Io>(
     // The first idle back-off steps are short and waited precisely (see
     // `Clock::sleep_until`): a connection idle for a few microseconds is served at once.
     config.idle_backoff_min = Duration::from_micros(5);
-    let server = Server::new(config, storage, options.mode);
+    let server = Server::new(config, storage, service);
     let mut driver = Driver::new(server, listener, &mut streams)
         .expect("the stream table is made with one entry per slot");
 

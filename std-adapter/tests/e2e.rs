@@ -48,6 +48,42 @@ both_drivers! {
 }
 
 all_drivers! {
+    fn lines_mode_numbers_lines_and_closes_on_quit(driver) {
+    // The core's Service API on real sockets: replies of other lengths, a line counter
+    // per connection, the application closing.
+    let server = Server::start(&["--driver", driver, "--mode", "lines", "--buffer-size", "256"]);
+    // A line far longer than the buffer streams, and the end of the stream finishes it.
+    let long = pattern(100_000, 3)
+        .into_iter()
+        .map(|b| if b == b'\n' { b'.' } else { b })
+        .collect::<Vec<u8>>();
+    let streaming = {
+        let stream = server.connect();
+        let long = long.clone();
+        thread::spawn(move || echo(stream, &long))
+    };
+    let mut conn = server.connect();
+    conn.write_all(b"hello\r\nwor").unwrap();
+    thread::sleep(Duration::from_millis(50));
+    conn.write_all(b"ld\n\nqu").unwrap();
+    thread::sleep(Duration::from_millis(50));
+    conn.write_all(b"it\nnot answered\n").unwrap();
+    let mut reply = Vec::new();
+    conn.read_to_end(&mut reply).unwrap(); // the server closes after `bye`
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "1: hello\r\n2: world\n3: \nbye\n"
+    );
+    let mut expected = b"1: ".to_vec();
+    expected.extend_from_slice(&long);
+    expected.push(b'\n');
+    let streamed = streaming.join().unwrap();
+    assert_eq!(streamed.len(), expected.len());
+    assert!(streamed == expected, "the long line came back different");
+}
+}
+
+all_drivers! {
     fn many_clients_at_once_each_get_their_own_bytes(driver) {
     let server = Server::start(&["--driver", driver, "--buffer-size", "512"]);
     let clients: Vec<_> = (0..16)
