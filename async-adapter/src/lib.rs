@@ -26,7 +26,7 @@
 //! # Example
 //!
 //! An echo server on tokio, and one client (the embassy one is the same with
-//! [`embassy::Pool`] as the transport's context, see the [`embassy`] module):
+//! `embassy::Pool` as the transport's context: the `embassy` module, feature `embassy-net`):
 //!
 #![cfg_attr(feature = "tokio", doc = "```")]
 #![cfg_attr(not(feature = "tokio"), doc = "```ignore")]
