@@ -850,15 +850,9 @@ impl<'a, T: Service> Server<'a, T> {
     /// done), and acts on what it asks.
     fn serve(&mut self, idx: u32) {
         let (consumed, close) = self.call_service(idx, false);
-        let slot = &mut self.slots[idx as usize];
+        let slot = &self.slots[idx as usize];
         if close {
-            // No `end` after the service finished it (while the peer is not done, the
-            // flag says that its FIN is known, which lingering reads need).
-            if slot.state == Some(ConnState::PeerClosed) {
-                slot.peer_fin = false;
-            }
-            self.discard_input(idx);
-            self.drain(idx);
+            self.service_closed(idx);
         } else if consumed == 0 && slot.len == 0 && slot.held == self.pool.capacity(slot.block) / 2
         {
             // A full input the service takes none of, with nothing left to send: it can
@@ -867,20 +861,29 @@ impl<'a, T: Service> Server<'a, T> {
         }
     }
 
+    /// The service closed `idx`: no more calls for it (not even `end`; while the peer is
+    /// not done, `peer_fin` says that its FIN is known, which lingering reads need), its
+    /// input is discarded, and it is finished in order.
+    fn service_closed(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        if slot.state == Some(ConnState::PeerClosed) {
+            slot.peer_fin = false;
+        }
+        self.discard_input(idx);
+        self.drain(idx);
+    }
+
     /// No more input comes and every reply is sent: the service takes what it can of the
     /// input left; when it takes no more, it ends the stream (`end`: the peer ended it),
     /// or the rest is discarded (a graceful stop).
     fn finish_input(&mut self, idx: u32, end: bool) {
         while self.slots[idx as usize].held > 0 {
             let (consumed, close) = self.call_service(idx, false);
-            let slot = &mut self.slots[idx as usize];
             if close {
-                if slot.state == Some(ConnState::PeerClosed) {
-                    slot.peer_fin = false;
-                }
-                self.discard_input(idx);
+                self.service_closed(idx);
                 return;
             }
+            let slot = &self.slots[idx as usize];
             if slot.len > 0 {
                 return; // the replies first; then the rest is offered again
             }
