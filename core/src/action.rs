@@ -22,6 +22,13 @@ pub enum Action<'a> {
     ///
     /// `buf` is free space in the connection's own buffer: reading straight into it costs
     /// no copy, and its size is the backpressure window.
+    ///
+    /// In [`Scheduling::Completion`](crate::Scheduling::Completion) the read may complete
+    /// later, after other actions: `buf` stays lent until [`on_recv`](crate::Server::on_recv)
+    /// for `conn` (the server neither uses nor moves that memory, and the caller may keep
+    /// a pointer to it; [`Server::in_flight_recv`](crate::Server::in_flight_recv) lends it
+    /// again to safe code). Likewise a `Send`'s bytes stay in place until its
+    /// [`on_send`](crate::Server::on_send).
     Recv {
         /// The connection to read.
         conn: ConnId,
@@ -42,6 +49,14 @@ pub enum Action<'a> {
         bytes: &'a [u8],
         /// What follows `bytes` (the output's continuation from the ring's start).
         wrapped: &'a [u8],
+    },
+    /// [`Scheduling::Completion`](crate::Scheduling::Completion) only: `conn` must close
+    /// while a `Recv` or `Send` is in flight; cancel them (io_uring's `ASYNC_CANCEL`)
+    /// and report each as it completes (a cancelled one with any error, or what it did
+    /// before it was cancelled). `Close` comes when nothing is in flight. Asked once.
+    Cancel {
+        /// The connection whose operations to cancel.
+        conn: ConnId,
     },
     /// Every byte is flushed: shut down the write side of `conn` (TCP FIN).
     Shutdown {

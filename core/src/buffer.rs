@@ -28,6 +28,8 @@ pub enum StorageError {
     TooLarge,
     /// Large buffers must be larger than the small ones.
     LargeNotLarger,
+    /// The table of what is in flight needs an entry per slot.
+    TooFewCompletions,
 }
 
 impl core::fmt::Display for StorageError {
@@ -38,6 +40,9 @@ impl core::fmt::Display for StorageError {
             Self::NoBlocks => "the buffer arena is smaller than one buffer",
             Self::TooLarge => "too many slots or buffers, or a buffer over 2 GiB - 1",
             Self::LargeNotLarger => "large buffers must be larger than the small ones",
+            Self::TooFewCompletions => {
+                "the table of operations in flight has fewer entries than slots"
+            }
         })
     }
 }

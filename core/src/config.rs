@@ -18,6 +18,13 @@ pub enum Scheduling {
     /// server asks the driver to look for new readiness without blocking
     /// ([`Action::Wait`](crate::Action::Wait) until now) before the next pass.
     Readiness,
+    /// Readiness scheduling whose reads and writes *complete* later, in any order
+    /// (io_uring, a task per connection): per connection, one `Recv` and one `Send` may
+    /// be in flight at once, across all connections as many as there are, and each is
+    /// reported when it completes. Needs [`Storage::with_completions`](crate::Storage::with_completions)
+    /// (without it the server runs in `Readiness`). See [`Action::Recv`](crate::Action::Recv)
+    /// for the buffer it lends, and [`Action::Cancel`](crate::Action::Cancel).
+    Completion,
 }
 
 /// Server configuration. Build it from [`Config::default`] and change fields.

@@ -228,6 +228,97 @@ impl Default for Slot {
     }
 }
 
+/// What one connection has in flight, in [`Scheduling::Completion`](crate::Scheduling::Completion):
+/// the caller provides one per slot ([`Storage::with_completions`](crate::Storage::with_completions)),
+/// so that the other modes pay nothing for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InFlight {
+    /// A `Recv` in flight: where its buffer starts in the block, and its length.
+    pub(crate) recv: Option<(u32, u32)>,
+    /// A `Send` in flight: how many bytes it was given.
+    pub(crate) send: Option<u32>,
+    /// `Cancel` was asked for what is in flight.
+    pub(crate) cancel: bool,
+    /// Readiness reported while the read (write) was in flight: the direction is ready
+    /// again once it completes.
+    pub(crate) read_edge: bool,
+    pub(crate) write_edge: bool,
+}
+
+impl InFlight {
+    /// Nothing in flight.
+    pub const EMPTY: Self = Self {
+        recv: None,
+        send: None,
+        cancel: false,
+        read_edge: false,
+        write_edge: false,
+    };
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Where a server keeps what its connections have in flight: [`NoFlights`] (the default:
+/// no completion scheduling, not a branch of it compiled in) or a [`FlightTable`]
+/// ([`Storage::with_completions`](crate::Storage::with_completions)). Sealed.
+pub trait Flights:
+    sealed::Sealed + core::ops::Index<usize, Output = InFlight> + core::ops::IndexMut<usize>
+{
+    /// Completion scheduling can run.
+    const ENABLED: bool;
+}
+
+/// No table: the server runs its one-operation-at-a-time modes only.
+#[derive(Debug, Default)]
+pub struct NoFlights(InFlight);
+
+impl sealed::Sealed for NoFlights {}
+
+impl Flights for NoFlights {
+    const ENABLED: bool = false;
+}
+
+/// Never used: `ENABLED` is false, so every use is compiled away.
+impl core::ops::Index<usize> for NoFlights {
+    type Output = InFlight;
+
+    fn index(&self, _: usize) -> &InFlight {
+        &self.0
+    }
+}
+
+impl core::ops::IndexMut<usize> for NoFlights {
+    fn index_mut(&mut self, _: usize) -> &mut InFlight {
+        &mut self.0
+    }
+}
+
+/// The caller's table of what each connection has in flight, an entry per slot.
+#[derive(Debug)]
+pub struct FlightTable<'a>(pub(crate) &'a mut [InFlight]);
+
+impl sealed::Sealed for FlightTable<'_> {}
+
+impl Flights for FlightTable<'_> {
+    const ENABLED: bool = true;
+}
+
+impl core::ops::Index<usize> for FlightTable<'_> {
+    type Output = InFlight;
+
+    fn index(&self, idx: usize) -> &InFlight {
+        &self.0[idx]
+    }
+}
+
+impl core::ops::IndexMut<usize> for FlightTable<'_> {
+    fn index_mut(&mut self, idx: usize) -> &mut InFlight {
+        &mut self.0[idx]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

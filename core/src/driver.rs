@@ -44,6 +44,12 @@ pub trait Stream<C: ?Sized = ()> {
     }
     /// Shuts down the write side (TCP FIN), keeping the read side open.
     fn shutdown_write(&mut self, cx: &mut C) -> Result<(), ErrorKind>;
+    /// Cancels the reads and writes in flight ([`Action::Cancel`], completion scheduling
+    /// only: the [`Driver`] reports every operation as soon as it asked for it, so it never
+    /// has any in flight). The default does nothing.
+    fn cancel(&mut self, cx: &mut C) {
+        let _ = cx;
+    }
     /// After [`shutdown_write`](Self::shutdown_write): how many bytes written, the FIN
     /// counting as one, the peer has not acknowledged yet (`Ok(0)`: everything
     /// delivered), for [`Action::Probe`]. The default answers `Unsupported`, and the
@@ -115,6 +121,8 @@ pub enum Step {
     AcceptFailed(ErrorKind),
     /// The write side of a connection was shut down.
     Shutdown(ConnId),
+    /// What a connection had in flight was cancelled.
+    Cancelled(ConnId),
     /// A lingering connection was probed for delivery; `outcome` went to the server.
     Probe {
         /// The connection probed.
@@ -271,6 +279,12 @@ impl<'a, L: Listener<C>, T: Service, C: ?Sized> Driver<'a, L, T, C> {
                 let reported = self.server.on_send(now, conn, outcome);
                 debug_assert_eq!(reported, Ok(()));
                 Step::Send { conn, outcome }
+            }
+            Action::Cancel { conn } => {
+                if let Some(stream) = self.streams[conn.index()].as_mut() {
+                    stream.cancel(cx);
+                }
+                Step::Cancelled(conn)
             }
             Action::Shutdown { conn } => {
                 if let Some(stream) = self.streams[conn.index()].as_mut() {

@@ -16,7 +16,7 @@
 //! - **`poll`**: [`Server::poll`] returns the next [`Action`] to perform: `Accept`,
 //!   `Recv { conn, buf }`, `Send { conn, bytes, wrapped }`, `Shutdown { conn }`,
 //!   `Probe { conn }`, `Close { conn, reason }`, `Wait { until }`, or `Finished` after a
-//!   graceful shutdown;
+//!   graceful shutdown (and `Cancel { conn }`, in completion scheduling only);
 //! - **`on_*`**: report the outcome of the `Accept`, `Recv`, `Send` or `Probe` just asked
 //!   for, as `nb::Result`s: [`on_accepted`](Server::on_accepted) /
 //!   [`on_accept_error`](Server::on_accept_error), [`on_recv`](Server::on_recv) (`Ok(0)` is
@@ -33,7 +33,13 @@
 //!   the stream or close it in order, the same rule for every adapter.
 //!
 //! The order is: `poll`, perform the action, report it (if it is `Accept`, `Recv`, `Send`
-//! or `Probe`), `poll` again. Time is an input: every call that needs it takes `now`. A report
+//! or `Probe`), `poll` again. In [`Scheduling::Completion`] (io_uring, a task per connection),
+//! a `Recv` and a `Send` may instead be reported when they complete, after other polls and
+//! in any order: per connection one of each may be in flight, the buffer of a `Recv` and
+//! the bytes of a `Send` stay lent until their report, and a connection that must close
+//! while something is in flight is first asked to `Cancel` it. `Accept` and `Probe` are
+//! always reported before the next `poll`. This needs the table of
+//! [`Storage::with_completions`]; a server without it has no completion code at all. Time is an input: every call that needs it takes `now`. A report
 //! that does not match the last action, or names a closed connection, is a
 //! [`ReportError`] and changes nothing; peer behaviour (resets, half-closes, silence) is
 //! never an error, only an outcome.
@@ -113,6 +119,7 @@
 //!         }
 //!         Action::Shutdown { .. } => assert_eq!(echoed, b"HELLO"),
 //!         Action::Probe { .. } => unreachable!("only after a shutdown of ours"),
+//!         Action::Cancel { .. } => unreachable!("only in completion scheduling"),
 //!         Action::Close { reason, .. } => {
 //!             assert!(reason.is_clean());
 //!             break;
@@ -150,7 +157,7 @@ pub use ::embedded_io::ErrorKind;
 pub use action::{Action, Admission, ReportError};
 pub use buffer::{StorageError, MAX_BLOCK, MIN_BLOCK};
 pub use config::{Config, Scheduling};
-pub use conn::{CloseReason, ConnId, ConnState, Slot};
+pub use conn::{CloseReason, ConnId, ConnState, FlightTable, Flights, InFlight, NoFlights, Slot};
 pub use driver::{AcceptFn, Driver, Listener, Step, Stream, TooFewStreams};
 pub use embedded_io::EmbeddedIo;
 pub use nb;

@@ -5,7 +5,9 @@ use embedded_io::ErrorKind;
 use crate::action::{Action, Admission, ReportError};
 use crate::buffer::{Buffers, Pool, StorageError};
 use crate::config::{Config, Scheduling};
-use crate::conn::{CloseReason, ConnId, ConnState, Slot, NIL};
+use crate::conn::{
+    CloseReason, ConnId, ConnState, FlightTable, Flights, InFlight, NoFlights, Slot, NIL,
+};
 use crate::list::{Links, List};
 use crate::service::{Reply, Service};
 use crate::stats::Stats;
@@ -19,9 +21,10 @@ use crate::time::{Duration, Instant};
 /// An idle connection costs its slot only; a buffer is lent to a connection while it
 /// holds data. With fewer buffers than slots, connections wait for a buffer to read
 /// (backpressure) rather than failing.
-pub struct Storage<'a> {
+pub struct Storage<'a, F: Flights = NoFlights> {
     slots: &'a mut [Slot],
     buffers: Buffers<'a>,
+    in_flight: F,
 }
 
 impl<'a> Storage<'a> {
@@ -42,9 +45,30 @@ impl<'a> Storage<'a> {
         Ok(Self {
             slots,
             buffers: Buffers::new(pool),
+            in_flight: NoFlights::default(),
         })
     }
 
+    /// Adds the table of what each connection has in flight, one entry per slot, which
+    /// [`Scheduling::Completion`] needs. A server made from storage without it has no
+    /// completion scheduling at all: not a branch of it is compiled in.
+    pub fn with_completions(
+        self,
+        in_flight: &'a mut [InFlight],
+    ) -> Result<Storage<'a, FlightTable<'a>>, StorageError> {
+        if in_flight.len() < self.slots.len() {
+            return Err(StorageError::TooFewCompletions);
+        }
+        in_flight.fill(InFlight::EMPTY);
+        Ok(Storage {
+            slots: self.slots,
+            buffers: self.buffers,
+            in_flight: FlightTable(in_flight),
+        })
+    }
+}
+
+impl<'a, F: Flights> Storage<'a, F> {
     /// Adds large buffers, cut from `arena` in blocks of `size` bytes (larger than the
     /// small ones), for connections that move data in bulk.
     ///
@@ -61,12 +85,13 @@ impl<'a> Storage<'a> {
         Ok(Self {
             slots: self.slots,
             buffers: self.buffers.with_large(Pool::new(arena, size)?)?,
+            in_flight: self.in_flight,
         })
     }
 }
 
 /// The shape, never the slots one by one or the buffers' bytes.
-impl core::fmt::Debug for Storage<'_> {
+impl<F: Flights> core::fmt::Debug for Storage<'_, F> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Storage")
             .field("slots", &self.slots.len())
@@ -90,6 +115,7 @@ enum Plan {
     Accept,
     Recv(ConnId, core::ops::Range<usize>),
     Send(ConnId, core::ops::Range<usize>, core::ops::Range<usize>),
+    Cancel(ConnId),
     Shutdown(ConnId),
     Probe(ConnId),
     Close(ConnId, CloseReason),
@@ -100,10 +126,12 @@ enum Plan {
 /// The sans-IO echo server: decides every operation, performs none.
 ///
 /// See the [crate documentation](crate) for the calling contract.
-pub struct Server<'a, T> {
+pub struct Server<'a, T, F: Flights = NoFlights> {
     config: Config,
     slots: &'a mut [Slot],
     pool: Buffers<'a>,
+    /// What each connection has in flight (completion scheduling; nothing otherwise).
+    in_flight: F,
     service: T,
     stats: Stats,
 
@@ -160,7 +188,7 @@ pub struct Server<'a, T> {
 
 /// The shape and the counters: capacity, buffers, configuration, stats; never the slots
 /// one by one or the buffers' bytes.
-impl<T: core::fmt::Debug> core::fmt::Debug for Server<'_, T> {
+impl<T: core::fmt::Debug, F: Flights> core::fmt::Debug for Server<'_, T, F> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Server")
             .field("capacity", &self.slots.len())
@@ -173,11 +201,11 @@ impl<T: core::fmt::Debug> core::fmt::Debug for Server<'_, T> {
     }
 }
 
-impl<'a, T: Service> Server<'a, T> {
+impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     /// A server with no connections, ready to accept, serving with `service`: a
     /// [`Transform`](crate::Transform) such as [`Uppercase`](crate::Uppercase) for an
     /// echo, or any [`Service`].
-    pub fn new(config: Config, storage: Storage<'a>, service: T) -> Self {
+    pub fn new(config: Config, storage: Storage<'a, F>, service: T) -> Self {
         let mut config = config;
         config.visit_budget = config.visit_budget.max(1);
         config.accepts_per_pass = config.accepts_per_pass.max(1);
@@ -190,10 +218,14 @@ impl<'a, T: Service> Server<'a, T> {
         config.probe_backoff_max = config.probe_backoff_max.max(config.probe_backoff_min);
         // A deadline is always later than the progress that set it (see `plan`).
         config.idle_timeout = config.idle_timeout.map(|t| t.max(Duration::from_micros(1)));
+        if config.scheduling == Scheduling::Completion && !F::ENABLED {
+            config.scheduling = Scheduling::Readiness;
+        }
         Self {
             config,
             slots: storage.slots,
             pool: storage.buffers,
+            in_flight: storage.in_flight,
             service,
             stats: Stats::default(),
             free_slot: NIL,
@@ -300,6 +332,40 @@ impl<'a, T: Service> Server<'a, T> {
             .map(|idx| input_held(self.service.is_transform(), &self.slots[idx as usize]) as usize)
     }
 
+    /// Completion scheduling: the buffer of `conn`'s `Recv` in flight, lent again (to fill
+    /// it before [`on_recv`](Self::on_recv), for a caller that cannot keep the pointer
+    /// from [`Action::Recv`]). `None` if no `Recv` is in flight.
+    pub fn in_flight_recv(&mut self, conn: ConnId) -> Option<&mut [u8]> {
+        let idx = self.live(conn).ok()?;
+        if !F::ENABLED {
+            return None;
+        }
+        let (start, max) = self.in_flight[idx as usize].recv?;
+        let range = self.pool.range(self.slots[idx as usize].block, start, max);
+        Some(self.pool.bytes_mut(range))
+    }
+
+    /// Completion scheduling: the bytes of `conn`'s `Send` in flight, as
+    /// [`Action::Send`] gave them (`bytes`, then `wrapped`). `None` if no `Send` is in
+    /// flight.
+    pub fn in_flight_send(&self, conn: ConnId) -> Option<(&[u8], &[u8])> {
+        let idx = self.live(conn).ok()?;
+        if !F::ENABLED {
+            return None;
+        }
+        let max = self.in_flight[idx as usize].send?;
+        let slot = &self.slots[idx as usize];
+        let (base, ring) = ring(&self.pool, self.service.is_transform(), slot.block);
+        let first = max.min(ring - slot.head);
+        let bytes = self
+            .pool
+            .bytes(self.pool.range(slot.block, base + slot.head, first));
+        let wrapped = self
+            .pool
+            .bytes(self.pool.range(slot.block, base, max - first));
+        Some((bytes, wrapped))
+    }
+
     /// True once [`begin_shutdown`](Self::begin_shutdown) was called.
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown_deadline.is_some()
@@ -329,6 +395,7 @@ impl<'a, T: Service> Server<'a, T> {
                 bytes: self.pool.bytes(range),
                 wrapped: self.pool.bytes(wrapped),
             },
+            Plan::Cancel(conn) => Action::Cancel { conn },
             Plan::Shutdown(conn) => Action::Shutdown { conn },
             Plan::Probe(conn) => Action::Probe { conn },
             Plan::Close(conn, reason) => Action::Close { conn, reason },
@@ -387,14 +454,16 @@ impl<'a, T: Service> Server<'a, T> {
                     continue;
                 }
                 Scheduling::Polling => {}
-                Scheduling::Readiness if self.pass_left > 0 || self.may_accept(now) => {
+                Scheduling::Readiness | Scheduling::Completion
+                    if self.pass_left > 0 || self.may_accept(now) =>
+                {
                     if self.busy_since_wait {
                         // Work is left: look for new readiness first, without blocking.
                         return Plan::Wait(Some(now));
                     }
                     continue;
                 }
-                Scheduling::Readiness => {}
+                Scheduling::Readiness | Scheduling::Completion => {}
             }
             return Plan::Wait(self.wait_until(now));
         }
@@ -462,6 +531,12 @@ impl<'a, T: Service> Server<'a, T> {
             generation: slot.generation,
         };
         if state == ConnState::Closing {
+            if F::ENABLED && self.config.scheduling == Scheduling::Completion {
+                let flight = self.in_flight[idx as usize];
+                if flight.recv.is_some() || flight.send.is_some() {
+                    return self.cancel_in_flight(conn);
+                }
+            }
             return Some(self.release(idx, now));
         }
         if !budget_left {
@@ -471,7 +546,11 @@ impl<'a, T: Service> Server<'a, T> {
         let slot = if !self.service.is_transform()
             && slot.len == 0
             && ((state == ConnState::PeerClosed && slot.peer_fin)
-                || (state == ConnState::Draining && slot.held > 0))
+                || (state == ConnState::Draining
+                    && slot.held > 0
+                    && !(F::ENABLED
+                        && self.config.scheduling == Scheduling::Completion
+                        && self.in_flight[idx as usize].recv.is_some())))
         {
             // Every reply is sent, and no more input comes: the service takes what it
             // can of what is left, and ends the stream if the peer ended it.
@@ -489,6 +568,8 @@ impl<'a, T: Service> Server<'a, T> {
         } else {
             slot
         };
+        // (In completion scheduling a read or write in flight keeps its direction marked
+        // not ready: no second one is asked for.)
         if slot.len > 0 && slot.writable && state.may_send() {
             // The oldest pending bytes up to the end of the ring, then the rest from its
             // start (one vectored write where the transport has them).
@@ -497,10 +578,15 @@ impl<'a, T: Service> Server<'a, T> {
             let range = self.pool.range(slot.block, base + slot.head, first);
             let wrapped = self.pool.range(slot.block, base, slot.len - first);
             self.visit_ops += 1;
-            self.pending = Some(Pending::Send {
+            let pending = Pending::Send {
                 conn,
                 max: slot.len,
-            });
+            };
+            if F::ENABLED && self.config.scheduling == Scheduling::Completion {
+                self.put_in_flight(pending);
+            } else {
+                self.pending = Some(pending);
+            }
             return Some(Plan::Send(conn, range, wrapped));
         }
         if slot.len == 0 && matches!(state, ConnState::PeerClosed | ConnState::Draining) {
@@ -558,11 +644,16 @@ impl<'a, T: Service> Server<'a, T> {
             };
             let range = self.pool.range(slot.block, start, len);
             self.visit_ops += 1;
-            self.pending = Some(Pending::Recv {
+            let pending = Pending::Recv {
                 conn,
                 start,
                 max: len,
-            });
+            };
+            if F::ENABLED && self.config.scheduling == Scheduling::Completion {
+                self.put_in_flight(pending);
+            } else {
+                self.pending = Some(pending);
+            }
             return Some(Plan::Recv(conn, range));
         }
         None
@@ -575,7 +666,7 @@ impl<'a, T: Service> Server<'a, T> {
         // keep the connection on the queue. A polling pass revisits everyone anyway. A
         // visit that ended with nothing to do has nothing to keep (and a connection that
         // lacked only a buffer went in line for one as it ended).
-        if self.config.scheduling == Scheduling::Readiness && self.visit_spent {
+        if self.config.scheduling != Scheduling::Polling && self.visit_spent {
             self.requeue(idx);
         }
     }
@@ -670,6 +761,9 @@ impl<'a, T: Service> Server<'a, T> {
         };
         self.free_slot = idx;
         self.current = NIL;
+        if self.completion() {
+            self.in_flight[idx as usize] = InFlight::EMPTY;
+        }
         let conn = ConnId {
             index: idx,
             generation: slot.generation,
@@ -796,6 +890,64 @@ impl<'a, T: Service> Server<'a, T> {
 
     fn idle_deadline(&self, now: Instant) -> Instant {
         self.config.idle_timeout.map_or(Instant::MAX, |t| now + t)
+    }
+
+    fn completion(&self) -> bool {
+        F::ENABLED && self.config.scheduling == Scheduling::Completion
+    }
+
+    /// Completion scheduling: the `Recv` or `Send` being planned stays in flight until it
+    /// is reported. Out of line: the other modes never come here.
+    #[cold]
+    #[inline(never)]
+    fn put_in_flight(&mut self, op: Pending) {
+        match op {
+            Pending::Recv { conn, start, max } => {
+                self.in_flight[conn.index()].recv = Some((start, max));
+                self.slots[conn.index()].readable = false;
+            }
+            Pending::Send { conn, max } => {
+                self.in_flight[conn.index()].send = Some(max);
+                self.slots[conn.index()].writable = false;
+            }
+            _ => {}
+        }
+    }
+
+    /// A closing connection with operations in flight: its buffer may still be written
+    /// or read by them; ask once to cancel them, and close when all are reported.
+    #[cold]
+    #[inline(never)]
+    fn cancel_in_flight(&mut self, conn: ConnId) -> Option<Plan> {
+        let flight = &mut self.in_flight[conn.index()];
+        if flight.cancel {
+            return None;
+        }
+        flight.cancel = true;
+        Some(Plan::Cancel(conn))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn recv_in_flight(&self, conn: ConnId) -> Result<(u32, u32), ReportError> {
+        let idx = self.live(conn)?;
+        self.in_flight[idx as usize]
+            .recv
+            .ok_or(ReportError::Unexpected)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn send_in_flight(&self, conn: ConnId) -> Result<u32, ReportError> {
+        let idx = self.live(conn)?;
+        self.in_flight[idx as usize]
+            .send
+            .ok_or(ReportError::Unexpected)
+    }
+
+    /// Whether `idx` has a read in flight (never, outside completion scheduling).
+    fn reading(&self, idx: u32) -> bool {
+        self.completion() && self.in_flight[idx as usize].recv.is_some()
     }
 
     /// A general service's input not consumed when its connection is finished: discarded.
@@ -995,17 +1147,22 @@ impl<'a, T: Service> Server<'a, T> {
         conn: ConnId,
         outcome: nb::Result<usize, ErrorKind>,
     ) -> Result<(), ReportError> {
-        let Some(Pending::Recv {
-            conn: asked,
-            start,
-            max,
-        }) = self.pending
-        else {
-            return Err(self.mismatch(conn));
+        let (start, max) = if self.completion() {
+            self.recv_in_flight(conn)?
+        } else {
+            let Some(Pending::Recv {
+                conn: asked,
+                start,
+                max,
+            }) = self.pending
+            else {
+                return Err(self.mismatch(conn));
+            };
+            if asked != conn {
+                return Err(self.mismatch(conn));
+            }
+            (start, max)
         };
-        if asked != conn {
-            return Err(self.mismatch(conn));
-        }
         if let Ok(n) = outcome {
             if n > max as usize {
                 return Err(ReportError::Overrun {
@@ -1014,9 +1171,24 @@ impl<'a, T: Service> Server<'a, T> {
                 });
             }
         }
-        self.pending = None;
         let idx = conn.index;
+        if self.completion() {
+            self.in_flight[idx as usize].recv = None;
+            // Readable as it was when the read was asked for; the outcome says the rest.
+            self.slots[idx as usize].readable = true;
+        } else {
+            self.pending = None;
+        }
         let state = self.slot_state(idx);
+        if self.completion() && state == ConnState::Closing {
+            // A read that completed after its connection began closing (completion
+            // scheduling): its bytes are thrown away, and the close may go on.
+            if let Ok(n) = outcome {
+                self.stats.bytes_discarded += n as u64;
+            }
+            self.schedule(idx);
+            return Ok(());
+        }
         match outcome {
             Ok(0) => {
                 self.stats.peer_closed += 1;
@@ -1067,6 +1239,7 @@ impl<'a, T: Service> Server<'a, T> {
             slot.block = NIL;
             self.release_block(block);
         }
+        self.completed(idx);
         Ok(())
     }
 
@@ -1079,12 +1252,17 @@ impl<'a, T: Service> Server<'a, T> {
         conn: ConnId,
         outcome: nb::Result<usize, ErrorKind>,
     ) -> Result<(), ReportError> {
-        let Some(Pending::Send { conn: asked, max }) = self.pending else {
-            return Err(self.mismatch(conn));
+        let max = if self.completion() {
+            self.send_in_flight(conn)?
+        } else {
+            let Some(Pending::Send { conn: asked, max }) = self.pending else {
+                return Err(self.mismatch(conn));
+            };
+            if asked != conn {
+                return Err(self.mismatch(conn));
+            }
+            max
         };
-        if asked != conn {
-            return Err(self.mismatch(conn));
-        }
         if let Ok(n) = outcome {
             if n > max as usize {
                 return Err(ReportError::Overrun {
@@ -1093,9 +1271,22 @@ impl<'a, T: Service> Server<'a, T> {
                 });
             }
         }
-        self.pending = None;
         let idx = conn.index;
+        if self.completion() {
+            self.in_flight[idx as usize].send = None;
+        } else {
+            self.pending = None;
+        }
+        // A read still in flight keeps the buffer, and where it writes.
+        let reading = self.reading(idx);
+        let closing = self.completion() && self.slot_state(idx) == ConnState::Closing;
+        if self.completion() {
+            // Writable as it was when the write was asked for; the outcome says the rest.
+            self.slots[idx as usize].writable = true;
+        }
         match outcome {
+            // A write that failed after its connection began closing changes nothing.
+            Ok(0) | Err(_) if closing => {}
             Ok(0) => self.fail(idx, ErrorKind::WriteZero),
             Ok(n) => {
                 self.pass_progress = true;
@@ -1108,7 +1299,7 @@ impl<'a, T: Service> Server<'a, T> {
                 );
                 let slot = &mut self.slots[idx as usize];
                 slot.len -= n as u32;
-                slot.head = if slot.len == 0 {
+                slot.head = if slot.len == 0 && !reading {
                     0
                 } else {
                     (slot.head + n as u32) % ring
@@ -1116,12 +1307,14 @@ impl<'a, T: Service> Server<'a, T> {
                 if !self.service.is_transform()
                     && slot.held > 0
                     && slot.state == Some(ConnState::Open)
+                    && !reading
                 {
                     // Room for replies again: the service may take more of its input.
                     self.serve(idx);
                 }
                 let slot = &self.slots[idx as usize];
                 if slot.len == 0
+                    && !reading
                     && input_held(self.service.is_transform(), slot) == 0
                     && slot.block != NIL
                     && !self.keeps_empty_buffer(idx)
@@ -1136,7 +1329,43 @@ impl<'a, T: Service> Server<'a, T> {
             Err(nb::Error::Other(ErrorKind::Interrupted)) => {}
             Err(nb::Error::Other(kind)) => self.fail(idx, kind),
         }
+        self.completed(idx);
         Ok(())
+    }
+
+    /// Completion scheduling: a read or write of `idx` was reported, perhaps long after it
+    /// was asked for, outside its visit: what it allows (the next read or write, the
+    /// close) is queued.
+    fn completed(&mut self, idx: u32) {
+        if self.completion() {
+            let flight = &mut self.in_flight[idx as usize];
+            let slot = &mut self.slots[idx as usize];
+            if flight.recv.is_none() && flight.read_edge {
+                flight.read_edge = false;
+                slot.readable = true;
+            }
+            if flight.send.is_none() && flight.write_edge {
+                flight.write_edge = false;
+                slot.writable = true;
+            }
+            if idx != self.current {
+                self.requeue(idx);
+            }
+        }
+    }
+
+    /// Completion scheduling: readiness of a direction with an operation in flight is
+    /// kept for when it completes (a second one is not asked for meanwhile).
+    #[cold]
+    #[inline(never)]
+    fn edges_in_flight(&mut self, idx: u32, readable: bool, writable: bool) -> (bool, bool) {
+        let flight = &mut self.in_flight[idx as usize];
+        flight.read_edge |= readable && flight.recv.is_some();
+        flight.write_edge |= writable && flight.send.is_some();
+        (
+            readable && flight.recv.is_none(),
+            writable && flight.send.is_none(),
+        )
     }
 
     /// The outcome of `Probe`: `Ok(n)` bytes written (the FIN counts as one) that the
@@ -1215,6 +1444,11 @@ impl<'a, T: Service> Server<'a, T> {
         writable: bool,
     ) -> Result<(), ReportError> {
         let idx = self.live(conn)?;
+        let (readable, writable) = if self.completion() {
+            self.edges_in_flight(idx, readable, writable)
+        } else {
+            (readable, writable)
+        };
         let slot = &mut self.slots[idx as usize];
         slot.readable |= readable;
         slot.writable |= writable;
@@ -1298,6 +1532,10 @@ impl<'a, T: Service> Server<'a, T> {
 #[cfg(test)]
 #[path = "server_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "completion_tests.rs"]
+mod completion_tests;
 
 fn wait_links(slot: &mut Slot) -> &mut Links {
     &mut slot.wait

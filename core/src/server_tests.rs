@@ -66,6 +66,7 @@ fn op(s: &mut Server<'static, Uppercase>, now: Instant) -> Op {
         } => Op::Send(conn, [bytes, wrapped].concat()),
         Action::Shutdown { conn } => Op::Shutdown(conn),
         Action::Probe { conn } => Op::Probe(conn),
+        Action::Cancel { conn } => panic!("Cancel {conn} outside completion scheduling"),
         Action::Close { conn, reason } => Op::Close(conn, reason),
         Action::Wait { until } => Op::Wait(until),
         Action::Finished => Op::Finished,
@@ -247,6 +248,7 @@ fn round(
             // As a transport that cannot tell: lingering lasts until the peer's FIN.
             Action::Probe { conn } => s.on_probe(now, conn, Err(ErrorKind::Unsupported)).unwrap(),
             Action::Shutdown { .. } => {}
+            Action::Cancel { conn } => panic!("Cancel {conn} outside completion scheduling"),
             Action::Wait { .. } | Action::Finished => return closes,
         }
     }

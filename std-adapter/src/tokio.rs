@@ -323,6 +323,8 @@ pub async fn serve_until<T: Service>(
                     };
                     let _ = server.on_probe(now, conn, unacked);
                 }
+                // Only in completion scheduling; this driver reads and writes at once.
+                Action::Cancel { .. } => {}
                 Action::Close { conn, reason } => {
                     if let Some(c) = conns[conn.index()].take() {
                         if reason.is_abortive() {

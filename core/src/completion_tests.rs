@@ -1,0 +1,344 @@
+//! Completion scheduling: reads and writes in flight at once, reported in any order.
+//! A small seeded world: clients whose bytes the test hands to the core's lent buffers
+//! when it chooses to complete a read, in random order across connections.
+
+use super::*;
+use crate::service::{Reply, Service};
+use crate::transform::Uppercase;
+
+/// xorshift: payloads and choices, from a printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n.max(1) as u64) as usize
+    }
+}
+
+/// Answers each byte twice: replies longer than the input, through the service path.
+struct Twice;
+
+impl Service for Twice {
+    fn receive(&mut self, _: ConnId, input: &[u8], reply: &mut Reply<'_>) -> usize {
+        let n = input.len().min(reply.room() / 2);
+        for &b in &input[..n] {
+            reply.write(&[b, b]).unwrap();
+        }
+        n
+    }
+}
+
+#[derive(Default)]
+struct Client {
+    payload: Vec<u8>,
+    sent: usize,
+    eof_read: bool,
+    received: Vec<u8>,
+    fin: bool,
+    closed: Option<CloseReason>,
+}
+
+/// Runs `clients` through a server in completion scheduling; returns the clients.
+fn run<S: Service>(seed: u64, service: S, expected: impl Fn(&[u8]) -> Vec<u8>) {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let conns = 1 + rng.below(5);
+    let blocks = 1 + rng.below(conns);
+    let block = [16, 24, 64][rng.below(3)];
+    let slots: &'static mut [Slot] = Box::leak(vec![Slot::EMPTY; conns].into_boxed_slice());
+    let arena: &'static mut [u8] = Box::leak(vec![0u8; blocks * block].into_boxed_slice());
+    let flights: &'static mut [InFlight] =
+        Box::leak(vec![InFlight::EMPTY; conns].into_boxed_slice());
+    let storage = Storage::new(slots, arena, block)
+        .unwrap()
+        .with_completions(flights)
+        .unwrap();
+    let config = Config {
+        scheduling: Scheduling::Completion,
+        visit_budget: 1 + rng.below(4) as u16,
+        ..Config::default()
+    };
+    let mut s = Server::new(config, storage, service);
+    assert_eq!(s.config().scheduling, Scheduling::Completion);
+    let mut clients: Vec<Client> = (0..conns)
+        .map(|_| Client {
+            payload: (0..rng.below(300))
+                .map(|_| b"abcXYZ\n"[rng.below(7)])
+                .collect(),
+            ..Client::default()
+        })
+        .collect();
+    let mut ids: Vec<Option<ConnId>> = vec![None; conns];
+    let mut recvs: Vec<ConnId> = Vec::new(); // reads in flight
+    let mut sends: Vec<ConnId> = Vec::new(); // writes in flight
+    let client_of = |ids: &[Option<ConnId>], conn: ConnId| {
+        ids.iter()
+            .position(|&id| id == Some(conn))
+            .expect("a known connection")
+    };
+    let now = Instant::ZERO;
+    s.on_listener_ready();
+    let mut quiet = 0;
+    for step in 0..200_000 {
+        let why = |what: &str| format!("seed {seed}, step {step}: {what}");
+        // Readiness: whatever a client has for the server (level, as a poll ring says).
+        for (i, c) in clients.iter().enumerate() {
+            if let Some(conn) = ids[i] {
+                if c.closed.is_none() && !c.eof_read {
+                    let _ = s.on_ready(conn, true, true);
+                }
+            }
+        }
+        let in_flight = recvs.len() + sends.len();
+        if in_flight > 0 && rng.below(3) == 0 {
+            // Complete one operation in flight, any of them.
+            let k = rng.below(in_flight);
+            if k < recvs.len() {
+                let conn = recvs.swap_remove(k);
+                let i = client_of(&ids, conn);
+                let c = &mut clients[i];
+                let buf = s
+                    .in_flight_recv(conn)
+                    .expect("the read's buffer is still lent");
+                let left = c.payload.len() - c.sent;
+                let outcome = if left == 0 {
+                    c.eof_read = true;
+                    Ok(0)
+                } else if rng.below(8) == 0 {
+                    Err(nb::Error::WouldBlock)
+                } else {
+                    let n = 1 + rng.below(left.min(buf.len()));
+                    buf[..n].copy_from_slice(&c.payload[c.sent..c.sent + n]);
+                    c.sent += n;
+                    Ok(n)
+                };
+                s.on_recv(now, conn, outcome)
+                    .map_err(|e| why(&e.to_string()))
+                    .unwrap();
+            } else {
+                let conn = sends.swap_remove(k - recvs.len());
+                let i = client_of(&ids, conn);
+                let (bytes, wrapped) = s.in_flight_send(conn).expect("the write's bytes");
+                let all = [bytes, wrapped].concat();
+                let n = 1 + rng.below(all.len());
+                clients[i].received.extend_from_slice(&all[..n]);
+                s.on_send(now, conn, Ok(n))
+                    .map_err(|e| why(&e.to_string()))
+                    .unwrap();
+            }
+            quiet = 0;
+            continue;
+        }
+        match s.poll(now) {
+            Action::Accept => match ids.iter().position(Option::is_none) {
+                Some(i) => match s.on_accepted(now).unwrap() {
+                    Admission::Admitted(conn) => ids[i] = Some(conn),
+                    Admission::Refused => panic!("{}", why("refused")),
+                },
+                None => s.on_accept_error(now, nb::Error::WouldBlock).unwrap(),
+            },
+            Action::Recv { conn, .. } => {
+                assert!(!recvs.contains(&conn), "{}", why("a second read in flight"));
+                recvs.push(conn);
+            }
+            Action::Send { conn, .. } => {
+                assert!(
+                    !sends.contains(&conn),
+                    "{}",
+                    why("a second write in flight")
+                );
+                sends.push(conn);
+            }
+            Action::Shutdown { conn } => {
+                let i = client_of(&ids, conn);
+                assert!(
+                    !sends.contains(&conn),
+                    "{}",
+                    why("FIN with a write in flight")
+                );
+                clients[i].fin = true;
+            }
+            Action::Probe { conn } => s.on_probe(now, conn, Ok(0)).unwrap(),
+            Action::Cancel { conn } => {
+                panic!("{}", why(&format!("nothing asked to cancel {conn}")))
+            }
+            Action::Close { conn, reason } => {
+                assert!(
+                    !recvs.contains(&conn) && !sends.contains(&conn),
+                    "{}",
+                    why("closed with an operation in flight")
+                );
+                let i = client_of(&ids, conn);
+                clients[i].closed = Some(reason);
+            }
+            Action::Wait { .. } => {
+                quiet += 1;
+                if clients.iter().all(|c| c.closed.is_some()) {
+                    break;
+                }
+                assert!(
+                    quiet < 50 || in_flight > 0,
+                    "{}",
+                    why("waits with nothing in flight and clients unserved")
+                );
+            }
+            Action::Finished => unreachable!(),
+        }
+    }
+    for (i, c) in clients.iter().enumerate() {
+        assert_eq!(c.closed, Some(CloseReason::Done), "seed {seed}, client {i}");
+        assert!(c.fin, "seed {seed}, client {i}: no FIN");
+        assert_eq!(
+            c.received,
+            expected(&c.payload),
+            "seed {seed}, client {i}: {} bytes sent",
+            c.payload.len()
+        );
+    }
+    let st = s.stats();
+    assert_eq!(st.closed, conns as u64);
+    assert_eq!(s.buffers().1, 0, "seed {seed}: a buffer is still lent");
+}
+
+#[test]
+fn reads_and_writes_complete_in_any_order_and_every_byte_comes_back_once() {
+    for seed in 1..400 {
+        run(seed, Uppercase, |p| p.to_ascii_uppercase());
+    }
+}
+
+#[test]
+fn a_service_with_longer_replies_too() {
+    for seed in 1..400 {
+        run(seed, Twice, |p| p.iter().flat_map(|&b| [b, b]).collect());
+    }
+}
+
+/// An idle timeout while a read is in flight: the server asks to cancel it once, and
+/// closes only when it was reported.
+#[test]
+fn a_connection_closes_only_when_nothing_is_in_flight() {
+    let slots: &'static mut [Slot] = Box::leak(vec![Slot::EMPTY; 1].into_boxed_slice());
+    let arena: &'static mut [u8] = Box::leak(vec![0u8; 64].into_boxed_slice());
+    let flights: &'static mut [InFlight] = Box::leak(vec![InFlight::EMPTY; 1].into_boxed_slice());
+    let storage = Storage::new(slots, arena, 64)
+        .unwrap()
+        .with_completions(flights)
+        .unwrap();
+    let config = Config {
+        scheduling: Scheduling::Completion,
+        idle_timeout: Some(Duration::from_millis(10)),
+        ..Config::default()
+    };
+    let mut s = Server::new(config, storage, Uppercase);
+    let t0 = Instant::ZERO;
+    s.on_listener_ready();
+    assert_eq!(s.poll(t0), Action::Accept);
+    let Ok(Admission::Admitted(c)) = s.on_accepted(t0) else {
+        panic!()
+    };
+    s.on_ready(c, true, true).unwrap();
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        assert!(polls < 10);
+        match s.poll(t0) {
+            Action::Recv { conn, .. } => {
+                assert_eq!(conn, c);
+                break;
+            }
+            Action::Accept => s.on_accept_error(t0, nb::Error::WouldBlock).unwrap(),
+            Action::Wait { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    // The read is in flight; a second is not asked for, and its buffer stays lent.
+    assert!(!matches!(s.poll(t0), Action::Recv { .. }));
+    assert_eq!(s.in_flight_recv(c).map(|b| b.len()), Some(64));
+    assert_eq!(s.on_send(t0, c, Ok(1)), Err(ReportError::Unexpected));
+    // Idle past the timeout: Cancel, once, then nothing until the read is reported.
+    let later = t0 + Duration::from_millis(20);
+    assert_eq!(s.poll(later), Action::Cancel { conn: c });
+    assert!(matches!(s.poll(later), Action::Wait { .. }));
+    assert_eq!(s.buffers().1, 1, "the lent buffer is kept");
+    // The cancelled read reports what it did: its bytes are discarded, then Close.
+    s.in_flight_recv(c).unwrap()[..3].copy_from_slice(b"abc");
+    s.on_recv(later, c, Ok(3)).unwrap();
+    assert_eq!(
+        s.poll(later),
+        Action::Close {
+            conn: c,
+            reason: CloseReason::TimedOut
+        }
+    );
+    let st = s.stats();
+    assert_eq!((st.timeouts, st.bytes_in, st.bytes_discarded), (1, 0, 3));
+    assert_eq!(s.buffers().1, 0);
+}
+
+#[test]
+fn completion_needs_its_table() {
+    let slots: &'static mut [Slot] = Box::leak(vec![Slot::EMPTY; 2].into_boxed_slice());
+    let arena: &'static mut [u8] = Box::leak(vec![0u8; 64].into_boxed_slice());
+    let flights: &'static mut [InFlight] = Box::leak(vec![InFlight::EMPTY; 1].into_boxed_slice());
+    let storage = Storage::new(slots, arena, 32).unwrap();
+    assert_eq!(
+        storage.with_completions(flights).err(),
+        Some(StorageError::TooFewCompletions)
+    );
+    let slots: &'static mut [Slot] = Box::leak(vec![Slot::EMPTY; 2].into_boxed_slice());
+    let arena: &'static mut [u8] = Box::leak(vec![0u8; 64].into_boxed_slice());
+    let config = Config {
+        scheduling: Scheduling::Completion,
+        ..Config::default()
+    };
+    let s = Server::new(config, Storage::new(slots, arena, 32).unwrap(), Uppercase);
+    assert_eq!(s.config().scheduling, Scheduling::Readiness);
+}
+
+/// Readiness reported while a read is in flight is not lost: if the read then comes back
+/// with nothing, the connection is read again (an edge-triggered source says it once).
+#[test]
+fn readiness_during_a_read_in_flight_is_kept_for_after_it() {
+    let slots: &'static mut [Slot] = Box::leak(vec![Slot::EMPTY; 1].into_boxed_slice());
+    let arena: &'static mut [u8] = Box::leak(vec![0u8; 64].into_boxed_slice());
+    let flights: &'static mut [InFlight] = Box::leak(vec![InFlight::EMPTY; 1].into_boxed_slice());
+    let storage = Storage::new(slots, arena, 64)
+        .unwrap()
+        .with_completions(flights)
+        .unwrap();
+    let config = Config {
+        scheduling: Scheduling::Completion,
+        ..Config::default()
+    };
+    let mut s = Server::new(config, storage, Uppercase);
+    let t0 = Instant::ZERO;
+    s.on_listener_ready();
+    assert_eq!(s.poll(t0), Action::Accept);
+    let Ok(Admission::Admitted(c)) = s.on_accepted(t0) else {
+        panic!()
+    };
+    s.on_ready(c, true, true).unwrap();
+    let recv = |s: &mut Server<'static, Uppercase, FlightTable<'static>>| {
+        for _ in 0..10 {
+            match s.poll(t0) {
+                Action::Recv { conn, .. } => return Some(conn),
+                Action::Accept => s.on_accept_error(t0, nb::Error::WouldBlock).unwrap(),
+                // Not the end of a busy pass: nothing more to do now.
+                Action::Wait { until } if until != Some(t0) => return None,
+                Action::Wait { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        panic!("no Recv and no Wait");
+    };
+    assert_eq!(recv(&mut s), Some(c));
+    s.on_ready(c, true, false).unwrap(); // new data while the read is in flight
+    s.on_recv(t0, c, Err(nb::Error::WouldBlock)).unwrap();
+    assert_eq!(recv(&mut s), Some(c), "the edge was forgotten");
+    // Without an edge, a read that found nothing is not tried again.
+    s.on_recv(t0, c, Err(nb::Error::WouldBlock)).unwrap();
+    assert_eq!(recv(&mut s), None);
+}
