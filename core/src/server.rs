@@ -596,7 +596,15 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
                 slot.close_reason = CloseReason::Done;
                 ConnState::Closing
             } else {
-                slot.readable = true;
+                if F::ENABLED
+                    && self.config.scheduling == Scheduling::Completion
+                    && self.in_flight[idx as usize].recv.is_some()
+                {
+                    // The read in flight goes on; read again after it.
+                    self.in_flight[idx as usize].read_edge = true;
+                } else {
+                    slot.readable = true;
+                }
                 slot.probe_due = true;
                 ConnState::Lingering
             });
@@ -1492,7 +1500,15 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         let slot = &mut self.slots[idx as usize];
         if slot.state == Some(ConnState::Open) {
             slot.state = Some(ConnState::Draining);
-            slot.writable = true;
+            if F::ENABLED
+                && self.config.scheduling == Scheduling::Completion
+                && self.in_flight[idx as usize].send.is_some()
+            {
+                // The write in flight goes on; write again after it.
+                self.in_flight[idx as usize].write_edge = true;
+            } else {
+                slot.writable = true;
+            }
             self.buffer_waiters.unlink(self.slots, wait_links, idx);
             self.schedule(idx);
         }

@@ -303,7 +303,7 @@ type SimDriver<'a> = Driver<'a, SimListener, SimService<'a>>;
 
 /// The server's service in a run: a transform (the in-place path) or a general service.
 #[derive(Debug)]
-enum SimService<'s> {
+pub(crate) enum SimService<'s> {
     Transform(Mode),
     Lines(NumberedLines<'s>),
 }

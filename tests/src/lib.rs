@@ -14,12 +14,14 @@
 #![allow(clippy::std_instead_of_core)]
 #![deny(missing_docs)]
 
+pub mod completion;
 pub mod harness;
 pub mod net;
 pub mod rng;
 pub mod schedule;
 pub mod smol;
 
+pub use completion::{run_completion, CompletionReport};
 pub use harness::{fuzz_one, run, Failure, Report};
 pub use schedule::{Behaviour, ClientPlan, Faults, Schedule, ServerPlan};
 

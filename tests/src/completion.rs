@@ -1,0 +1,310 @@
+//! The simulation's completion mode: the same network, clients and faults as
+//! [`run`](crate::run), with a server in [`Scheduling::Completion`] whose reads and writes
+//! are submitted now and complete later, in random order across connections (a read of
+//! one connection, a write of another, the write of the first...), the way io_uring
+//! completes them.
+//!
+//! The network's own oracles hold as in the other modes (every byte written is a prefix
+//! of what the server owes for what it read; no write after a shutdown; no clean close
+//! with bytes unacknowledged before the peer's FIN; no double close), and at the end:
+//! every accepted connection closed, every clean close delivered everything owed, the
+//! counters match what the network carried, and no buffer is still lent.
+
+use std::rc::Rc;
+
+use nbecho_core::{
+    nb, Action, Admission, CloseReason, Config, ConnId, Duration, ErrorKind, InFlight, Instant,
+    LineState, Listener, Mode, NumberedLines, Scheduling, Server, Slot, Storage, Stream,
+};
+
+use crate::harness::{Failure, SimService, MAX_STEPS};
+use crate::net::{Answer, Net, SharedNet, SimListener, SimStream};
+use crate::rng::Rng;
+use crate::schedule::Schedule;
+
+/// What a completion run did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CompletionReport {
+    /// Steps taken.
+    pub steps: u64,
+    /// Reads and writes that completed while one submitted before them was still in
+    /// flight (out of order).
+    pub reordered: u64,
+    /// Most operations in flight at once.
+    pub most_in_flight: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Recv(ConnId),
+    Send(ConnId),
+}
+
+impl Op {
+    fn conn(self) -> ConnId {
+        match self {
+            Self::Recv(c) | Self::Send(c) => c,
+        }
+    }
+}
+
+/// Runs `schedule` with completion scheduling.
+pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> {
+    let s = schedule.normalized();
+    let mut step = 0;
+    let fail = |step: u64, what: String| Failure {
+        seed: s.seed,
+        step,
+        what,
+    };
+    let capacity = usize::from(s.server.capacity);
+    let buffer_size = usize::from(s.server.buffer_size);
+    let mut slots = vec![Slot::EMPTY; capacity];
+    let mut arena = vec![0u8; usize::from(s.server.buffers) * buffer_size];
+    let mut table = vec![InFlight::EMPTY; capacity];
+    let storage = Storage::new(&mut slots, &mut arena, buffer_size)
+        .and_then(|storage| storage.with_completions(&mut table))
+        .map_err(|e| fail(0, format!("storage: {e}")))?;
+    let mut config = Config::default();
+    config.scheduling = Scheduling::Completion;
+    config.idle_timeout = s
+        .server
+        .idle_timeout_ms
+        .map(|t| Duration::from_millis(t.into()));
+    config.visit_budget = s.server.visit_budget.into();
+    config.short_reads_drain = s.server.short_reads_drain;
+    let mut line_states = vec![LineState::NEW; capacity];
+    let (answer, service) = if s.server.lines {
+        (
+            Answer::Lines,
+            SimService::Lines(NumberedLines::new(&mut line_states)),
+        )
+    } else if s.server.identity {
+        (Answer::Echo, SimService::Transform(Mode::Echo))
+    } else {
+        (Answer::Upper, SimService::Transform(Mode::Upper))
+    };
+    let mut server = Server::new(config, storage, service);
+    let net: SharedNet = Net::new(s.seed, s.faults.clone(), &s.clients, answer);
+    net.borrow_mut().short_reads_drain = s.server.short_reads_drain;
+    let mut listener = SimListener(Rc::clone(&net));
+    let mut streams: Vec<Option<SimStream>> = (0..capacity).map(|_| None).collect();
+    let mut rng = Rng::new(s.seed ^ 0x00c0_ffee);
+    let mut in_flight: Vec<Op> = Vec::new();
+    let mut report = CompletionReport::default();
+    let mut now = Instant::ZERO;
+    let mut shutting_down = false;
+
+    while step < MAX_STEPS {
+        step += 1;
+        if step % 4 == 0 {
+            now = now + Duration::from_micros(1);
+        }
+        net.borrow_mut().clients_act(now);
+        // Readiness, as a poll ring reports it.
+        let (edges, listener_edge) = {
+            let mut n = net.borrow_mut();
+            (
+                std::mem::take(&mut n.edges),
+                std::mem::take(&mut n.listener_edge),
+            )
+        };
+        if listener_edge {
+            server.on_listener_ready();
+        }
+        for (client, readable, writable, read_closed) in edges {
+            let conn = streams
+                .iter()
+                .enumerate()
+                .find(|(_, st)| st.as_ref().is_some_and(|st| st.client == client))
+                .and_then(|(index, _)| server.conn_id(index));
+            if let Some(conn) = conn {
+                server
+                    .on_ready(conn, readable, writable)
+                    .map_err(|e| fail(step, format!("on_ready: {e}")))?;
+                if read_closed {
+                    server
+                        .on_read_closed(conn)
+                        .map_err(|e| fail(step, format!("on_read_closed: {e}")))?;
+                }
+            }
+        }
+        if !shutting_down {
+            let n = net.borrow();
+            let done = (0..s.clients.len()).all(|i| n.clients[i].connected && n.client_done(i));
+            let quiet =
+                n.next_client_event(now).is_none() && !n.clients_busy() && in_flight.is_empty();
+            if done || (quiet && step > 100_000) {
+                drop(n);
+                server.begin_shutdown(now + Duration::from_secs(30));
+                shutting_down = true;
+            }
+        }
+        report.most_in_flight = report.most_in_flight.max(in_flight.len());
+        if !in_flight.is_empty() && rng.chance(40) {
+            // Complete one operation in flight, any of them.
+            let k = rng.range(0, in_flight.len() as u64 - 1) as usize;
+            let op = in_flight.remove(k);
+            if k > 0 {
+                // Something submitted before it is still in flight.
+                report.reordered += 1;
+            }
+            let conn = op.conn();
+            let stream = streams[conn.index()]
+                .as_mut()
+                .ok_or_else(|| fail(step, format!("{op:?} on a closed connection")))?;
+            match op {
+                Op::Recv(_) => {
+                    let buf = server
+                        .in_flight_recv(conn)
+                        .ok_or_else(|| fail(step, format!("{conn}: its read's buffer is gone")))?;
+                    let outcome = stream.read(&mut (), buf);
+                    server
+                        .on_recv(now, conn, outcome)
+                        .map_err(|e| fail(step, format!("on_recv({conn}): {e}")))?;
+                }
+                Op::Send(_) => {
+                    let (bytes, wrapped) = server
+                        .in_flight_send(conn)
+                        .ok_or_else(|| fail(step, format!("{conn}: its write's bytes are gone")))?;
+                    let outcome = stream.write_vectored(&mut (), bytes, wrapped);
+                    server
+                        .on_send(now, conn, outcome)
+                        .map_err(|e| fail(step, format!("on_send({conn}): {e}")))?;
+                }
+            }
+            continue;
+        }
+        match server.poll(now) {
+            Action::Accept => match listener.accept(&mut ()) {
+                Ok(stream) => match server.on_accepted(now) {
+                    Ok(Admission::Admitted(conn)) => {
+                        if streams[conn.index()].is_some() {
+                            return Err(fail(step, format!("{conn}: its slot holds a stream")));
+                        }
+                        streams[conn.index()] = Some(stream);
+                    }
+                    Ok(Admission::Refused) => stream.close(&mut (), CloseReason::Refused),
+                    Err(e) => return Err(fail(step, format!("on_accepted: {e}"))),
+                },
+                Err(e) => server
+                    .on_accept_error(now, e)
+                    .map_err(|e| fail(step, format!("on_accept_error: {e}")))?,
+            },
+            Action::Recv { conn, .. } => {
+                if in_flight.contains(&Op::Recv(conn)) {
+                    return Err(fail(step, format!("{conn}: a second read in flight")));
+                }
+                in_flight.push(Op::Recv(conn));
+            }
+            Action::Send { conn, .. } => {
+                if in_flight.contains(&Op::Send(conn)) {
+                    return Err(fail(step, format!("{conn}: a second write in flight")));
+                }
+                in_flight.push(Op::Send(conn));
+            }
+            Action::Cancel { conn } => {
+                // Cancelled: each reports that it was interrupted, before doing anything.
+                for op in [Op::Recv(conn), Op::Send(conn)] {
+                    if let Some(k) = in_flight.iter().position(|&o| o == op) {
+                        in_flight.remove(k);
+                        let cancelled = Err(nb::Error::Other(ErrorKind::Interrupted));
+                        let reported = match op {
+                            Op::Recv(_) => server.on_recv(now, conn, cancelled),
+                            Op::Send(_) => server.on_send(now, conn, cancelled),
+                        };
+                        reported.map_err(|e| fail(step, format!("cancel {op:?}: {e}")))?;
+                    }
+                }
+            }
+            Action::Shutdown { conn } => {
+                if in_flight.contains(&Op::Send(conn)) {
+                    return Err(fail(step, format!("{conn}: FIN with a write in flight")));
+                }
+                if let Some(stream) = streams[conn.index()].as_mut() {
+                    let _ = stream.shutdown_write(&mut ());
+                }
+            }
+            Action::Probe { conn } => {
+                let outcome = streams[conn.index()]
+                    .as_mut()
+                    .map_or(Err(ErrorKind::NotConnected), |st| st.unacked(&mut ()));
+                server
+                    .on_probe(now, conn, outcome)
+                    .map_err(|e| fail(step, format!("on_probe({conn}): {e}")))?;
+            }
+            Action::Close { conn, reason } => {
+                if in_flight.iter().any(|op| op.conn() == conn) {
+                    return Err(fail(
+                        step,
+                        format!("{conn}: closed with an operation in flight"),
+                    ));
+                }
+                match streams[conn.index()].take() {
+                    Some(stream) => stream.close(&mut (), reason),
+                    None => return Err(fail(step, format!("{conn}: closed twice"))),
+                }
+            }
+            Action::Wait { until } => {
+                if in_flight.is_empty() {
+                    let next = net.borrow().next_client_event(now);
+                    let wake = match (until, next) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    now = wake.map_or(now + Duration::from_millis(1), |t| t.max(now));
+                }
+            }
+            Action::Finished => {
+                report.steps = step;
+                return check_end(&server, &net, &streams)
+                    .map(|()| report)
+                    .map_err(|what| fail(step, what));
+            }
+        }
+        if let Some(v) = net.borrow().violations.first() {
+            return Err(fail(step, v.clone()));
+        }
+    }
+    Err(fail(step, format!("not finished after {MAX_STEPS} steps")))
+}
+
+fn check_end(
+    server: &Server<'_, SimService<'_>, nbecho_core::FlightTable<'_>>,
+    net: &SharedNet,
+    streams: &[Option<SimStream>],
+) -> Result<(), String> {
+    let n = net.borrow();
+    if let Some(v) = n.violations.first() {
+        return Err(v.clone());
+    }
+    if streams.iter().any(Option::is_some) {
+        return Err("finished with a stream not closed".into());
+    }
+    for (i, pipe) in n.pipes.iter().enumerate() {
+        if pipe.accepted && !pipe.server_closed {
+            return Err(format!("client {i} was never closed"));
+        }
+        if pipe.closed_with == Some(CloseReason::Done) && pipe.written != pipe.expected.len() {
+            return Err(format!(
+                "client {i} closed cleanly with {} of {} bytes written",
+                pipe.written,
+                pipe.expected.len()
+            ));
+        }
+    }
+    let st = server.stats();
+    let read: u64 = n.pipes.iter().map(|p| p.server_read.len() as u64).sum();
+    let written: u64 = n.pipes.iter().map(|p| p.written as u64).sum();
+    if (st.bytes_in, st.bytes_out) != (read, written) {
+        return Err(format!(
+            "bytes in and out are {:?}, the network carried {:?}",
+            (st.bytes_in, st.bytes_out),
+            (read, written)
+        ));
+    }
+    if server.buffers().1 != 0 {
+        return Err(format!("{} buffers still lent", server.buffers().1));
+    }
+    Ok(())
+}
