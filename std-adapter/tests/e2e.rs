@@ -630,41 +630,63 @@ both_drivers! {
 
 #[test]
 fn quiet_logs_nothing_for_normal_traffic() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
-        .args(["serve", "-q", "--listen", &addr])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let stream = loop {
-        match TcpStream::connect(&addr) {
-            Ok(s) => break s,
-            Err(_) if start.elapsed() < LIMIT => thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("{e}"),
-        }
-    };
-    stream.set_read_timeout(Some(LIMIT)).unwrap();
-    assert!(echo(stream, b"shh") == b"SHH");
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(status.success());
-    assert_eq!(stderr, "");
+    // `-q` hides the line that says which port port 0 became, so the test picks a free
+    // port itself; another test may take it meanwhile (then our server cannot bind and
+    // exits): try again with another.
+    for _attempt in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut child = Command::new(BIN)
+            .args(["serve", "-q", "--listen", &addr])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let stream = loop {
+            if child.try_wait().unwrap().is_some() {
+                break None; // it could not bind
+            }
+            match TcpStream::connect(&addr) {
+                // Before the server listens, a connect to a free port in the ephemeral
+                // range can pick that port as its source and connect to itself.
+                Ok(s) if s.local_addr().ok() == s.peer_addr().ok() => {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                Ok(s) => break Some(s),
+                Err(_) if start.elapsed() < LIMIT => thread::sleep(Duration::from_millis(20)),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        // Still running once connected: the connection is to it, not to another test's.
+        thread::sleep(Duration::from_millis(100));
+        let Some(stream) = stream.filter(|_| child.try_wait().unwrap().is_none()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            continue;
+        };
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        assert!(echo(stream, b"shh") == b"SHH");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(stderr, "");
+        return;
+    }
+    panic!("no free port held long enough for the server to bind it, 5 times");
 }
 
 // ---- bench ---------------------------------------------------------------------------------------
