@@ -216,10 +216,10 @@ fn a_service_with_longer_replies_too() {
     }
 }
 
-/// An idle timeout while a read is in flight: the server asks to cancel it once, and
-/// closes only when it was reported.
-#[test]
-fn a_connection_closes_only_when_nothing_is_in_flight() {
+/// A completion server of one slot and a 64-byte buffer, with its connection admitted.
+fn one_connection(
+    idle_timeout: Option<Duration>,
+) -> (Server<'static, Uppercase, FlightTable<'static>>, ConnId) {
     let slots: &'static mut [Slot] = Box::leak(vec![Slot::EMPTY; 1].into_boxed_slice());
     let arena: &'static mut [u8] = Box::leak(vec![0u8; 64].into_boxed_slice());
     let flights: &'static mut [InFlight] = Box::leak(vec![InFlight::EMPTY; 1].into_boxed_slice());
@@ -229,16 +229,24 @@ fn a_connection_closes_only_when_nothing_is_in_flight() {
         .unwrap();
     let config = Config {
         scheduling: Scheduling::Completion,
-        idle_timeout: Some(Duration::from_millis(10)),
+        idle_timeout,
         ..Config::default()
     };
     let mut s = Server::new(config, storage, Uppercase);
-    let t0 = Instant::ZERO;
     s.on_listener_ready();
-    assert_eq!(s.poll(t0), Action::Accept);
-    let Ok(Admission::Admitted(c)) = s.on_accepted(t0) else {
-        panic!()
+    assert_eq!(s.poll(Instant::ZERO), Action::Accept);
+    let Ok(Admission::Admitted(c)) = s.on_accepted(Instant::ZERO) else {
+        panic!("not admitted")
     };
+    (s, c)
+}
+
+/// An idle timeout while a read is in flight: the server asks to cancel it once, and
+/// closes only when it was reported.
+#[test]
+fn a_connection_closes_only_when_nothing_is_in_flight() {
+    let (mut s, c) = one_connection(Some(Duration::from_millis(10)));
+    let t0 = Instant::ZERO;
     s.on_ready(c, true, true).unwrap();
     let mut polls = 0;
     loop {
@@ -302,24 +310,8 @@ fn completion_needs_its_table() {
 /// with nothing, the connection is read again (an edge-triggered source says it once).
 #[test]
 fn readiness_during_a_read_in_flight_is_kept_for_after_it() {
-    let slots: &'static mut [Slot] = Box::leak(vec![Slot::EMPTY; 1].into_boxed_slice());
-    let arena: &'static mut [u8] = Box::leak(vec![0u8; 64].into_boxed_slice());
-    let flights: &'static mut [InFlight] = Box::leak(vec![InFlight::EMPTY; 1].into_boxed_slice());
-    let storage = Storage::new(slots, arena, 64)
-        .unwrap()
-        .with_completions(flights)
-        .unwrap();
-    let config = Config {
-        scheduling: Scheduling::Completion,
-        ..Config::default()
-    };
-    let mut s = Server::new(config, storage, Uppercase);
+    let (mut s, c) = one_connection(None);
     let t0 = Instant::ZERO;
-    s.on_listener_ready();
-    assert_eq!(s.poll(t0), Action::Accept);
-    let Ok(Admission::Admitted(c)) = s.on_accepted(t0) else {
-        panic!()
-    };
     s.on_ready(c, true, true).unwrap();
     let recv = |s: &mut Server<'static, Uppercase, FlightTable<'static>>| {
         for _ in 0..10 {

@@ -14,11 +14,11 @@ use std::rc::Rc;
 
 use nbecho_core::{
     nb, Action, Admission, CloseReason, Config, ConnId, Duration, ErrorKind, InFlight, Instant,
-    LineState, Listener, Mode, NumberedLines, Scheduling, Server, Slot, Storage, Stream,
+    LineState, Listener, Scheduling, Server, Slot, Storage, Stream,
 };
 
 use crate::harness::{Failure, SimService, MAX_STEPS};
-use crate::net::{Answer, Net, SharedNet, SimListener, SimStream};
+use crate::net::{Net, SharedNet, SimListener, SimStream};
 use crate::rng::Rng;
 use crate::schedule::Schedule;
 
@@ -74,16 +74,7 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
     config.visit_budget = s.server.visit_budget.into();
     config.short_reads_drain = s.server.short_reads_drain;
     let mut line_states = vec![LineState::NEW; capacity];
-    let (answer, service) = if s.server.lines {
-        (
-            Answer::Lines,
-            SimService::Lines(NumberedLines::new(&mut line_states)),
-        )
-    } else if s.server.identity {
-        (Answer::Echo, SimService::Transform(Mode::Echo))
-    } else {
-        (Answer::Upper, SimService::Transform(Mode::Upper))
-    };
+    let (answer, service) = SimService::for_plan(&s.server, &mut line_states);
     let mut server = Server::new(config, storage, service);
     let net: SharedNet = Net::new(s.seed, s.faults.clone(), &s.clients, answer);
     net.borrow_mut().short_reads_drain = s.server.short_reads_drain;

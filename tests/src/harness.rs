@@ -54,7 +54,7 @@ use nbecho_core::{
 };
 
 use crate::net::{Answer, Net, Pipe, SharedNet, SimListener, SimStream, WINDOW};
-use crate::schedule::{Behaviour, Schedule};
+use crate::schedule::{Behaviour, Schedule, ServerPlan};
 
 /// Steps a run may take before it counts as stuck.
 pub const MAX_STEPS: u64 = 2_000_000;
@@ -308,6 +308,20 @@ pub(crate) enum SimService<'s> {
     Lines(NumberedLines<'s>),
 }
 
+impl<'s> SimService<'s> {
+    /// The service `plan` asks for (with the line counters it needs), and what the
+    /// network must then expect.
+    pub(crate) fn for_plan(plan: &ServerPlan, lines: &'s mut [LineState]) -> (Answer, Self) {
+        if plan.lines {
+            (Answer::Lines, Self::Lines(NumberedLines::new(lines)))
+        } else if plan.identity {
+            (Answer::Echo, Self::Transform(Mode::Echo))
+        } else {
+            (Answer::Upper, Self::Transform(Mode::Upper))
+        }
+    }
+}
+
 impl Service for SimService<'_> {
     fn open(&mut self, conn: ConnId) {
         match self {
@@ -393,16 +407,7 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
         0
     });
     let mut line_states = vec![LineState::NEW; capacity];
-    let (answer, service) = if s.server.lines {
-        (
-            Answer::Lines,
-            SimService::Lines(NumberedLines::new(&mut line_states)),
-        )
-    } else if s.server.identity {
-        (Answer::Echo, SimService::Transform(Mode::Echo))
-    } else {
-        (Answer::Upper, SimService::Transform(Mode::Upper))
-    };
+    let (answer, service) = SimService::for_plan(&s.server, &mut line_states);
     let server = Server::new(config, storage, service);
     let bounds = Bounds::new(server.config(), capacity);
     let net: SharedNet = Net::new(s.seed, s.faults.clone(), &s.clients, answer);
