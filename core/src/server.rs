@@ -531,7 +531,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             generation: slot.generation,
         };
         if state == ConnState::Closing {
-            if F::ENABLED && self.config.scheduling == Scheduling::Completion {
+            if Self::completes(&self.config) {
                 let flight = self.in_flight[idx as usize];
                 if flight.recv.is_some() || flight.send.is_some() {
                     return self.cancel_in_flight(conn);
@@ -548,8 +548,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             && ((state == ConnState::PeerClosed && slot.peer_fin)
                 || (state == ConnState::Draining
                     && slot.held > 0
-                    && !(F::ENABLED
-                        && self.config.scheduling == Scheduling::Completion
+                    && !(Self::completes(&self.config)
                         && self.in_flight[idx as usize].recv.is_some())))
         {
             // Every reply is sent, and no more input comes: the service takes what it
@@ -578,15 +577,8 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             let range = self.pool.range(slot.block, base + slot.head, first);
             let wrapped = self.pool.range(slot.block, base, slot.len - first);
             self.visit_ops += 1;
-            let pending = Pending::Send {
-                conn,
-                max: slot.len,
-            };
-            if F::ENABLED && self.config.scheduling == Scheduling::Completion {
-                self.put_in_flight(pending);
-            } else {
-                self.pending = Some(pending);
-            }
+            let max = slot.len;
+            self.ask(Pending::Send { conn, max });
             return Some(Plan::Send(conn, range, wrapped));
         }
         if slot.len == 0 && matches!(state, ConnState::PeerClosed | ConnState::Draining) {
@@ -596,18 +588,13 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
                 slot.close_reason = CloseReason::Done;
                 ConnState::Closing
             } else {
-                if F::ENABLED
-                    && self.config.scheduling == Scheduling::Completion
-                    && self.in_flight[idx as usize].recv.is_some()
-                {
-                    // The read in flight goes on; read again after it.
-                    self.in_flight[idx as usize].read_edge = true;
-                } else {
-                    slot.readable = true;
-                }
                 slot.probe_due = true;
                 ConnState::Lingering
             });
+            if state == ConnState::Draining {
+                // Lingering reads what the peer still sends, to its FIN.
+                self.mark_ready(idx, true, false);
+            }
             self.pass_progress = true;
             return Some(Plan::Shutdown(conn));
         }
@@ -652,16 +639,11 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             };
             let range = self.pool.range(slot.block, start, len);
             self.visit_ops += 1;
-            let pending = Pending::Recv {
+            self.ask(Pending::Recv {
                 conn,
                 start,
                 max: len,
-            };
-            if F::ENABLED && self.config.scheduling == Scheduling::Completion {
-                self.put_in_flight(pending);
-            } else {
-                self.pending = Some(pending);
-            }
+            });
             return Some(Plan::Recv(conn, range));
         }
         None
@@ -900,8 +882,39 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         self.config.idle_timeout.map_or(Instant::MAX, |t| now + t)
     }
 
+    /// Completion scheduling is on (a constant `false` without a flight table, so that
+    /// every branch on it is compiled away). Takes the configuration alone, so that it can
+    /// be asked while a slot is borrowed.
+    fn completes(config: &Config) -> bool {
+        F::ENABLED && config.scheduling == Scheduling::Completion
+    }
+
     fn completion(&self) -> bool {
-        F::ENABLED && self.config.scheduling == Scheduling::Completion
+        Self::completes(&self.config)
+    }
+
+    /// Asks for the `Recv` or `Send` being planned: in completion scheduling it stays in
+    /// flight until reported; otherwise it is the one operation pending.
+    fn ask(&mut self, op: Pending) {
+        if self.completion() {
+            self.put_in_flight(op);
+        } else {
+            self.pending = Some(op);
+        }
+    }
+
+    /// Marks directions of `idx` ready. In completion scheduling a direction with an
+    /// operation in flight is marked for when it completes instead: no second one is
+    /// asked for meanwhile, and the readiness is not lost.
+    fn mark_ready(&mut self, idx: u32, readable: bool, writable: bool) {
+        let (readable, writable) = if self.completion() {
+            self.edges_in_flight(idx, readable, writable)
+        } else {
+            (readable, writable)
+        };
+        let slot = &mut self.slots[idx as usize];
+        slot.readable |= readable;
+        slot.writable |= writable;
     }
 
     /// Completion scheduling: the `Recv` or `Send` being planned stays in flight until it
@@ -1452,14 +1465,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         writable: bool,
     ) -> Result<(), ReportError> {
         let idx = self.live(conn)?;
-        let (readable, writable) = if self.completion() {
-            self.edges_in_flight(idx, readable, writable)
-        } else {
-            (readable, writable)
-        };
-        let slot = &mut self.slots[idx as usize];
-        slot.readable |= readable;
-        slot.writable |= writable;
+        self.mark_ready(idx, readable, writable);
         if idx != self.current {
             self.requeue(idx);
         }
@@ -1500,15 +1506,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         let slot = &mut self.slots[idx as usize];
         if slot.state == Some(ConnState::Open) {
             slot.state = Some(ConnState::Draining);
-            if F::ENABLED
-                && self.config.scheduling == Scheduling::Completion
-                && self.in_flight[idx as usize].send.is_some()
-            {
-                // The write in flight goes on; write again after it.
-                self.in_flight[idx as usize].write_edge = true;
-            } else {
-                slot.writable = true;
-            }
+            self.mark_ready(idx, false, true);
             self.buffer_waiters.unlink(self.slots, wait_links, idx);
             self.schedule(idx);
         }
