@@ -327,16 +327,15 @@ where
                 if budget == 0 {
                     budget = BUDGET;
                     embassy_futures::yield_now().await;
+                    now = clock.now();
                     if !stopping
                         && poll_fn(|task| Poll::Ready(stop.as_mut().poll(task)))
                             .await
                             .is_ready()
                     {
                         stopping = true;
-                        now = clock.now();
                         driver.server_mut().begin_shutdown(now + grace);
                     }
-                    now = clock.now();
                 }
                 continue;
             }
