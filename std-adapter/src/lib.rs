@@ -9,6 +9,8 @@
 //! - `bench`: the [`bench`](mod@bench) load generator (hdrhistogram, indicatif).
 //! - `tokio` (in `cli` too): [`tokio::serve`], the core in one tokio task, driven by
 //!   readiness.
+//! - `uring` (in `cli` too): `serve`'s io_uring driver (`--driver uring`, Linux only),
+//!   the core in completion scheduling.
 //!
 //! Without them (`default-features = false`) the library is the adapter alone: sockets,
 //! the clock, [`serve`], [`client`] and [`args`], on mio, socket2, signal-hook and tracing.
@@ -16,7 +18,8 @@
 //! The adapter decides nothing about *when* to do things: [`serve::run`] is the core's
 //! [`Driver`](nbecho_core::Driver) loop plus what a process needs (a clock, sleeping for
 //! [`Wait`](nbecho_core::Action::Wait), signals, logs).
-// Two audited system calls (`sys`) are the only exception, allowed where they are.
+// Two audited system calls (`sys`) and the io_uring submissions (`uring`) are the only
+// exceptions, allowed where they are.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 // A std crate by definition: the workspace's `core`-over-`std` lint is for no_std code.
@@ -32,3 +35,5 @@ pub mod serve;
 mod sys;
 #[cfg(feature = "tokio")]
 pub mod tokio;
+#[cfg(all(feature = "uring", target_os = "linux"))]
+pub mod uring;

@@ -52,6 +52,7 @@ enum Command {
 Examples:
   nbecho serve                          on 127.0.0.1:8088
   nbecho serve -l 9000 --driver epoll   on 127.0.0.1:9000, epoll readiness
+  nbecho serve --driver uring           io_uring: batched reads and writes
   nbecho serve -l 0.0.0.0:8088 -n 10000 --idle-timeout 30s
   NBECHO_THREADS=2 nbecho serve")]
     Serve(ServeArgs),
@@ -158,7 +159,8 @@ struct ServeArgs {
     /// How connections are driven: `poll` tries every connection each pass (the textbook
     /// model), sleeping with a growing back-off while nothing happens; `epoll` tries only
     /// connections that epoll reports ready, and blocks while nothing is; `tokio` runs the
-    /// core in a tokio task, readiness from tokio's reactor.
+    /// core in a tokio task, readiness from tokio's reactor; `uring` submits the reads and
+    /// writes of all ready connections to io_uring at once (Linux 6.0 or later).
     #[arg(short, long, value_enum, env = "NBECHO_DRIVER", default_value_t = DriverArg::Poll)]
     driver: DriverArg,
     /// Independent servers, one per thread, sharing the port with SO_REUSEPORT; --max-conns
@@ -190,6 +192,7 @@ enum DriverArg {
     Poll,
     Epoll,
     Tokio,
+    Uring,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -326,6 +329,7 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, String> {
             DriverArg::Poll => serve::DriverKind::Poll,
             DriverArg::Epoll => serve::DriverKind::Epoll,
             DriverArg::Tokio => serve::DriverKind::Tokio,
+            DriverArg::Uring => serve::DriverKind::Uring,
         },
         threads: args.threads as usize,
     };

@@ -87,6 +87,25 @@ pub enum DriverKind {
     /// thread: readiness through tokio's reactor. No per-connection log lines (`-v`).
     #[cfg(feature = "tokio")]
     Tokio,
+    /// Completion I/O ([`crate::uring`], Linux 6.0 or later): readiness from multishot
+    /// polls, and the reads and writes of every ready connection submitted together, one
+    /// system call for a whole batch.
+    #[cfg(feature = "uring")]
+    Uring,
+}
+
+impl DriverKind {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Poll => "poll",
+            Self::Epoll => "epoll",
+            #[cfg(feature = "tokio")]
+            Self::Tokio => "tokio",
+            #[cfg(feature = "uring")]
+            Self::Uring => "uring",
+        }
+    }
 }
 
 /// Why `serve` could not run.
@@ -99,6 +118,9 @@ pub enum Error {
     Epoll(io::Error),
     /// SIGINT and SIGTERM could not be caught.
     Signals(io::Error),
+    /// io_uring is missing, disabled, or lacks what the driver needs.
+    #[cfg(feature = "uring")]
+    Uring(io::Error),
     /// The tokio runtime could not be set up.
     #[cfg(feature = "tokio")]
     Tokio(io::Error),
@@ -118,6 +140,11 @@ impl fmt::Display for Error {
             Self::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             #[cfg(feature = "tokio")]
             Self::Tokio(e) => write!(f, "cannot set up tokio: {e}"),
+            #[cfg(feature = "uring")]
+            Self::Uring(e) => write!(
+                f,
+                "cannot use io_uring: {e}; run with --driver epoll instead"
+            ),
             Self::Storage(e) => write!(f, "invalid sizes: {e}"),
             Self::TooManyThreads(n) => {
                 write!(f, "{n} threads need at least {n} connections (--max-conns) and buffers (--buffers)")
@@ -155,12 +182,12 @@ impl Outcome {
 /// SIGINT and SIGTERM, counted through a self-pipe: signal-hook's handler writes one byte
 /// per signal, which also wakes a thread blocked in epoll. One per server thread.
 #[derive(Debug)]
-struct SignalPipe {
-    read: mio::net::UnixStream,
+pub(crate) struct SignalPipe {
+    pub(crate) read: mio::net::UnixStream,
 }
 
 impl SignalPipe {
-    fn new() -> io::Result<Self> {
+    pub(crate) fn new() -> io::Result<Self> {
         let (read, write) = std::os::unix::net::UnixStream::pair()?;
         read.set_nonblocking(true)?;
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -172,7 +199,7 @@ impl SignalPipe {
     }
 
     /// Signals received since the last call.
-    fn take(&mut self) -> usize {
+    pub(crate) fn take(&mut self) -> usize {
         let mut count = 0;
         let mut bytes = [0u8; 64];
         while let Ok(n @ 1..) = io::Read::read(&mut self.read, &mut bytes) {
@@ -206,7 +233,7 @@ impl Throttle {
 }
 
 /// The longest single sleep of the polling driver: how quickly a signal is noticed.
-const MAX_NAP: StdDuration = StdDuration::from_millis(20);
+pub(crate) const MAX_NAP: StdDuration = StdDuration::from_millis(20);
 
 /// Binds and serves until `stop` is set or SIGINT/SIGTERM arrives, then shuts down
 /// gracefully; a second signal stops at once (every connection force-closed).
@@ -228,6 +255,11 @@ pub fn run(
     if options.max_conns < threads || options.buffers < threads {
         return Err(Error::TooManyThreads(threads));
     }
+    // A driver that cannot run here says so before anything listens.
+    #[cfg(all(feature = "uring", target_os = "linux"))]
+    if options.driver == DriverKind::Uring {
+        crate::uring::check().map_err(Error::Uring)?;
+    }
     let listen_error = |e| Error::Listen(options.listen, e);
     let first = net::bind(options.listen, 1024, threads > 1).map_err(listen_error)?;
     let addr = first.local_addr().map_err(listen_error)?;
@@ -243,12 +275,7 @@ pub fn run(
         large_buffer_size = options.large_buffer_size,
         large_buffers = large_arena_len(options) / options.large_buffer_size.max(1),
         mode = %options.mode.name(),
-        driver = %match options.driver {
-            DriverKind::Poll => "poll",
-            DriverKind::Epoll => "epoll",
-            #[cfg(feature = "tokio")]
-            DriverKind::Tokio => "tokio",
-        },
+        driver = %options.driver.name(),
         threads,
         "listening on {addr}"
     );
@@ -308,12 +335,10 @@ fn serve_on(
     stop: &AtomicBool,
     listener: std::net::TcpListener,
 ) -> Result<Outcome, Error> {
-    let arena_len = options.buffers * options.buffer_size;
     match options.driver {
         DriverKind::Poll => serve_as(
             options,
             stop,
-            arena_len,
             Polling {
                 signals: SignalPipe::new().map_err(Error::Signals)?,
             },
@@ -322,10 +347,14 @@ fn serve_on(
         DriverKind::Epoll => {
             let mut listener = NetListener::new(mio::net::TcpListener::from_std(listener));
             let epoll = Epoll::new(&mut listener).map_err(Error::Epoll)?;
-            serve_as(options, stop, arena_len, epoll, listener)
+            serve_as(options, stop, epoll, listener)
         }
         #[cfg(feature = "tokio")]
         DriverKind::Tokio => serve_tokio(options, stop, listener),
+        #[cfg(all(feature = "uring", target_os = "linux"))]
+        DriverKind::Uring => crate::uring::serve(options, stop, listener),
+        #[cfg(all(feature = "uring", not(target_os = "linux")))]
+        DriverKind::Uring => Err(Error::Uring(io::ErrorKind::Unsupported.into())),
     }
 }
 
@@ -532,18 +561,17 @@ impl Io for Epoll {
 fn serve_as<I: Io>(
     options: &Options,
     stop: &AtomicBool,
-    arena_len: usize,
     io: I,
     listener: NetListener<I::Raw>,
 ) -> Result<Outcome, Error> {
     match options.mode {
-        Protocol::Upper => serve(options, stop, arena_len, io, listener, Mode::Upper),
-        Protocol::Echo => serve(options, stop, arena_len, io, listener, Mode::Echo),
+        Protocol::Upper => serve(options, stop, io, listener, Mode::Upper),
+        Protocol::Echo => serve(options, stop, io, listener, Mode::Echo),
         Protocol::Lines => {
             // A line counter per connection, made once like the rest of the memory.
             let mut lines = vec![LineState::NEW; options.max_conns];
             let service = NumberedLines::new(&mut lines);
-            serve(options, stop, arena_len, io, listener, service)
+            serve(options, stop, io, listener, service)
         }
     }
 }
@@ -552,86 +580,44 @@ fn serve_as<I: Io>(
 fn serve<I: Io, S: Service>(
     options: &Options,
     stop: &AtomicBool,
-    arena_len: usize,
     mut io: I,
     listener: NetListener<I::Raw>,
     service: S,
 ) -> Result<Outcome, Error> {
-    // All the memory the server will ever use, made once. `vec![0; n]` asks the OS for
-    // zeroed pages, which cost nothing until a buffer is first lent.
-    let mut slots = vec![Slot::EMPTY; options.max_conns];
-    let mut arena = vec![0u8; arena_len];
-    let mut large_arena = vec![0u8; large_arena_len(options)];
+    let mut memory = Memory::new(options);
     let mut streams: Vec<Option<NetStream<<I::Raw as Accept>::Socket>>> =
         std::iter::repeat_with(|| None)
             .take(options.max_conns)
             .collect();
-    let mut storage =
-        Storage::new(&mut slots, &mut arena, options.buffer_size).map_err(Error::Storage)?;
-    if !large_arena.is_empty() {
-        storage = storage
-            .with_large_buffers(&mut large_arena, options.large_buffer_size)
-            .map_err(Error::Storage)?;
-    }
-    let mut config = Config::default();
-    config.scheduling = I::SCHEDULING;
-    // TCP sockets: a short read emptied the receive queue, and what arrives later raises a
-    // new epoll edge (polling tries again next pass anyway); the peer's FIN is reported
-    // apart (`on_read_closed`), so it is read however short the read before it.
-    config.short_reads_drain = true;
-    config.idle_timeout = options
-        .idle_timeout
-        .map(|t| Duration::from_micros(micros(t)));
-    // The first idle back-off steps are short and waited precisely (see
-    // `Clock::sleep_until`): a connection idle for a few microseconds is served at once.
-    config.idle_backoff_min = Duration::from_micros(5);
+    let storage = memory.storage(options)?;
+    let config = config(options, I::SCHEDULING);
     let server = Server::new(config, storage, service);
     let mut driver = Driver::new(server, listener, &mut streams)
         .expect("the stream table is made with one entry per slot");
 
     let clock = Clock::new();
-    let mut refusals = Throttle::default();
-    let mut accept_errors = Throttle::default();
+    let mut control = Control::default();
     // The clock is read once per wake-up, not once per operation (reading it costs more
     // than a step of the core): after each wait, and every CLOCK_EVERY steps so that a
     // server that never waits still sees time pass. Deadlines set from a `now` a few
     // steps old come that much earlier, which is negligible.
     let mut now = clock.now();
     let mut steps_since_clock = 0;
-    // Stop requests: the caller's `stop`, then each SIGINT/SIGTERM. The first starts a
-    // graceful stop; a second one stops at once.
-    let mut signals = 0;
-    let mut handled = 0;
     // Stop requests are looked at with the clock: after each wait and every CLOCK_EVERY
     // steps (a signal also ends the wait, through the self-pipe).
     let mut look = true;
     loop {
         if look {
             look = false;
-            let requests = signals.max(usize::from(stop.load(Ordering::Relaxed)));
-            if requests > handled {
-                let first = handled == 0;
-                log_stop_requests(
-                    requests,
-                    &mut handled,
-                    options.shutdown_timeout,
-                    Some(driver.server().stats()),
-                );
+            if control.stop_requested(options, stop, driver.server_mut(), &clock) {
                 now = clock.now();
-                if first {
-                    let grace = Duration::from_micros(micros(options.shutdown_timeout));
-                    driver.server_mut().begin_shutdown(now + grace);
-                }
-                if requests >= 2 {
-                    driver.server_mut().begin_shutdown(now);
-                }
             }
         }
         steps_since_clock += 1;
         if steps_since_clock >= CLOCK_EVERY {
             now = clock.now();
             steps_since_clock = 0;
-            signals += io.signals();
+            control.signals += io.signals();
             look = true;
         }
         match driver.step(now) {
@@ -640,17 +626,14 @@ fn serve<I: Io, S: Service>(
                 io.wait(driver.server_mut(), &clock, until);
                 now = clock.now();
                 steps_since_clock = 0;
-                signals += io.signals();
+                control.signals += io.signals();
                 look = true;
             }
             Step::Finished => break,
             Step::Accepted(conn) => {
                 if let Some(stream) = driver.stream_mut(conn) {
                     if tracing::enabled!(tracing::Level::DEBUG) {
-                        match stream.peer_addr() {
-                            Ok(peer) => debug!(%conn, %peer, "accepted"),
-                            Err(_) => debug!(%conn, "accepted"),
-                        }
+                        log_accepted(conn, stream.peer_addr());
                     }
                     if let Err(e) = io.accepted(conn, stream) {
                         // Unserved, it would wait for its idle timeout (or for ever).
@@ -659,39 +642,117 @@ fn serve<I: Io, S: Service>(
                     }
                 }
             }
-            Step::Refused => {
-                if let Some(held) = refusals.ready() {
-                    warn!(
-                        max_conns = options.max_conns,
-                        refused_total = driver.server().stats().refused,
-                        held_back = held,
-                        "at capacity: refusing connections"
-                    );
-                }
-            }
+            Step::Refused => control.refused(options, driver.server().stats()),
             Step::AcceptFailed(kind) => {
                 let error = driver.listener_mut().take_last_error();
-                if let Some(held) = accept_errors.ready() {
-                    warn!(
-                        ?kind,
-                        error = error.as_ref().map(|e| e.to_string()),
-                        errors_total = driver.server().stats().accept_errors,
-                        held_back = held,
-                        "accept failed; backing off"
-                    );
-                }
+                control.accept_failed(kind, error, driver.server().stats());
             }
-            Step::Shutdown(conn) => debug!(%conn, "flushed; write side shut down"),
-            Step::Closed(conn, reason) => debug!(%conn, %reason, "closed"),
+            Step::Shutdown(conn) => log_shutdown(conn),
+            Step::Closed(conn, reason) => log_closed(conn, reason),
             _ => {}
         }
     }
-    let stats = *driver.server().stats();
-    info!(%stats, "stopped");
-    Ok(Outcome {
-        stats,
-        stopped_at_once: handled >= 2,
-    })
+    Ok(control.outcome(driver.server().stats()))
+}
+
+/// What every driver loop shares around the core: stop requests (the caller's `stop`,
+/// then each SIGINT/SIGTERM: the first starts a graceful stop, a second one stops at
+/// once) and the log lines that are throttled.
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    /// Signals received so far.
+    pub(crate) signals: usize,
+    /// Stop requests acted on so far.
+    handled: usize,
+    refusals: Throttle,
+    accept_errors: Throttle,
+}
+
+impl Control {
+    /// Acts on stop requests not acted on yet; true when it did (it read the clock).
+    pub(crate) fn stop_requested<S: Service, F: nbecho_core::Flights>(
+        &mut self,
+        options: &Options,
+        stop: &AtomicBool,
+        server: &mut Server<'_, S, F>,
+        clock: &Clock,
+    ) -> bool {
+        let requests = self.signals.max(usize::from(stop.load(Ordering::Relaxed)));
+        if requests <= self.handled {
+            return false;
+        }
+        let first = self.handled == 0;
+        log_stop_requests(
+            requests,
+            &mut self.handled,
+            options.shutdown_timeout,
+            Some(server.stats()),
+        );
+        let now = clock.now();
+        if first {
+            let grace = Duration::from_micros(micros(options.shutdown_timeout));
+            server.begin_shutdown(now + grace);
+        }
+        if requests >= 2 {
+            server.begin_shutdown(now);
+        }
+        true
+    }
+
+    /// A connection was refused at capacity: a warning at most once a second.
+    pub(crate) fn refused(&mut self, options: &Options, stats: &Stats) {
+        if let Some(held) = self.refusals.ready() {
+            warn!(
+                max_conns = options.max_conns,
+                refused_total = stats.refused,
+                held_back = held,
+                "at capacity: refusing connections"
+            );
+        }
+    }
+
+    /// An accept failed (`error` is the OS's, when known): a warning at most once a second.
+    pub(crate) fn accept_failed(
+        &mut self,
+        kind: nbecho_core::ErrorKind,
+        error: Option<io::Error>,
+        stats: &Stats,
+    ) {
+        if let Some(held) = self.accept_errors.ready() {
+            warn!(
+                ?kind,
+                error = error.as_ref().map(|e| e.to_string()),
+                errors_total = stats.accept_errors,
+                held_back = held,
+                "accept failed; backing off"
+            );
+        }
+    }
+
+    /// The server finished with these counters.
+    pub(crate) fn outcome(&self, stats: &Stats) -> Outcome {
+        let stats = *stats;
+        info!(%stats, "stopped");
+        Outcome {
+            stats,
+            stopped_at_once: self.handled >= 2,
+        }
+    }
+}
+
+pub(crate) fn log_accepted(conn: ConnId, peer: io::Result<SocketAddr>) {
+    match peer {
+        Ok(peer) => debug!(%conn, %peer, "accepted"),
+        Err(_) => debug!(%conn, "accepted"),
+    }
+}
+
+pub(crate) fn log_shutdown(conn: ConnId) {
+    debug!(%conn, "flushed; write side shut down");
+}
+
+pub(crate) fn log_closed(conn: ConnId, reason: nbecho_core::CloseReason) {
+    debug!(%conn, %reason, "closed");
 }
 
 /// Logs the stop requests (signals, or the caller's `stop`) not logged yet: the first
@@ -719,6 +780,53 @@ fn log_stop_requests(
     *logged = (*logged).max(asked);
 }
 
+/// All the memory a server will ever use, made once. `vec![0; n]` asks the OS for zeroed
+/// pages, which cost nothing until a buffer is first lent.
+pub(crate) struct Memory {
+    slots: Vec<Slot>,
+    arena: Vec<u8>,
+    large_arena: Vec<u8>,
+}
+
+impl Memory {
+    pub(crate) fn new(options: &Options) -> Self {
+        Self {
+            slots: vec![Slot::EMPTY; options.max_conns],
+            arena: vec![0u8; options.buffers * options.buffer_size],
+            large_arena: vec![0u8; large_arena_len(options)],
+        }
+    }
+
+    /// The core's storage in it.
+    pub(crate) fn storage(&mut self, options: &Options) -> Result<Storage<'_>, Error> {
+        let mut storage = Storage::new(&mut self.slots, &mut self.arena, options.buffer_size)
+            .map_err(Error::Storage)?;
+        if !self.large_arena.is_empty() {
+            storage = storage
+                .with_large_buffers(&mut self.large_arena, options.large_buffer_size)
+                .map_err(Error::Storage)?;
+        }
+        Ok(storage)
+    }
+}
+
+/// The core's configuration for `options`, for TCP sockets.
+pub(crate) fn config(options: &Options, scheduling: Scheduling) -> Config {
+    let mut config = Config::default();
+    config.scheduling = scheduling;
+    // TCP sockets: a short read emptied the receive queue, and what arrives later raises a
+    // new readiness edge (polling tries again next pass anyway); the peer's FIN is
+    // reported apart (`on_read_closed`), so it is read however short the read before it.
+    config.short_reads_drain = true;
+    config.idle_timeout = options
+        .idle_timeout
+        .map(|t| Duration::from_micros(micros(t)));
+    // The first idle back-off steps are short and waited precisely (see
+    // `Clock::sleep_until`): a connection idle for a few microseconds is served at once.
+    config.idle_backoff_min = Duration::from_micros(5);
+    config
+}
+
 /// Bytes of large buffers: none unless they are larger than the small ones.
 fn large_arena_len(options: &Options) -> usize {
     if options.large_buffer_size > options.buffer_size {
@@ -731,7 +839,7 @@ fn large_arena_len(options: &Options) -> usize {
 }
 
 /// Steps between two clock reads while the server does not wait.
-const CLOCK_EVERY: u32 = 64;
+pub(crate) const CLOCK_EVERY: u32 = 64;
 
 fn micros(d: StdDuration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)

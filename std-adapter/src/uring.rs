@@ -1,0 +1,573 @@
+//! `nbecho serve --driver uring`: the core in [`Scheduling::Completion`] over io_uring.
+//!
+//! Every connection has a multishot poll armed for its whole life (readable, writable,
+//! peer closed), which reports readiness as epoll's edges do. The core asks for reads and
+//! writes of the ready connections; each becomes a submission (`RECV`/`SEND` with
+//! `MSG_DONTWAIT`, into and out of the core's own buffers), and a whole batch of them goes
+//! to the kernel in one `io_uring_enter`, which also reaps the completions and waits for
+//! the next ones. Connections arrive from a multishot accept. So where the epoll driver
+//! pays a system call per read and per write, this one pays one per batch.
+//!
+//! Reads and writes carry `MSG_DONTWAIT`: one that would block completes at once with
+//! `EAGAIN` (a would-block, as the core expects) instead of waiting inside the kernel with
+//! a buffer lent. So no read or write outlives the `io_uring_enter` that submits it: the
+//! kernel touches the core's buffers only during that call, and an idle connection holds
+//! no buffer, as with the other drivers.
+//!
+//! The same signals, stop, limits, logs and statistics as the other drivers
+//! ([`crate::serve`]). Needs Linux 6.0 or later (`IORING_SETUP_SINGLE_ISSUER`, which comes
+//! after multishot accept and poll); elsewhere, or with io_uring disabled
+//! (`kernel.io_uring_disabled`, a seccomp filter), [`serve`] fails with
+//! [`Error::Uring`], whose message names `--driver epoll`.
+
+// The only `unsafe` here: pushing submissions, whose memory must stay valid until the
+// kernel has used it (see `Uring::push`).
+#![allow(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration as StdDuration;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use nbecho_core::{
+    nb, Action, Admission, CloseReason, ConnId, ErrorKind, FlightTable, InFlight, Instant,
+    LineState, Mode, NumberedLines, ReportError, Scheduling, Server, Service,
+};
+use tracing::warn;
+
+use crate::clock::Clock;
+use crate::serve::{
+    config, log_accepted, log_closed, log_shutdown, Control, Error, Memory, Options, Outcome,
+    Protocol, SignalPipe, CLOCK_EVERY, MAX_NAP,
+};
+
+/// Serves `listener` with io_uring until a stop request, as [`crate::serve::run`] does
+/// with the other drivers.
+pub(crate) fn serve(
+    options: &Options,
+    stop: &AtomicBool,
+    listener: std::net::TcpListener,
+) -> Result<Outcome, Error> {
+    match options.mode {
+        Protocol::Upper => run(options, stop, listener, Mode::Upper),
+        Protocol::Echo => run(options, stop, listener, Mode::Echo),
+        Protocol::Lines => {
+            let mut lines = vec![LineState::NEW; options.max_conns];
+            run(options, stop, listener, NumberedLines::new(&mut lines))
+        }
+    }
+}
+
+/// Whether this kernel lets the driver run (io_uring present, allowed, Linux 6.0 or
+/// later); the error says what is missing.
+///
+/// It makes a small ring and closes it. Closing a ring queues work on the thread that
+/// made it, which interrupts that thread's next blocking call if it has a timeout
+/// (`EINTR` from a read with `SO_RCVTIMEO`): call it from a thread with no such reads to
+/// come, or one of its own.
+pub fn check() -> io::Result<()> {
+    ring(8, 16).map(drop)
+}
+
+/// [`check`] without the reason.
+pub fn is_available() -> bool {
+    check().is_ok()
+}
+
+/// A ring with `entries` submissions and `completions` completions; the flags are the
+/// ones a single thread that submits and reaps everything itself wants: one submitter,
+/// and completions run when it next enters the kernel rather than interrupting it.
+fn ring(entries: u32, completions: u32) -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .setup_cqsize(completions)
+        .build(entries)
+        .map_err(|e| {
+            let why = match e.raw_os_error() {
+                Some(libc::EINVAL) => "this kernel's io_uring lacks single-issuer rings, multishot accept or poll (Linux 6.0 or later)",
+                Some(libc::ENOSYS) => "this kernel has none",
+                Some(libc::EPERM) => "it is disabled here (sysctl kernel.io_uring_disabled, or a seccomp filter)",
+                _ => return e,
+            };
+            io::Error::new(e.kind(), why)
+        })
+}
+
+fn run<S: Service>(
+    options: &Options,
+    stop: &AtomicBool,
+    listener: std::net::TcpListener,
+    service: S,
+) -> Result<Outcome, Error> {
+    let mut memory = Memory::new(options);
+    let mut flights = vec![InFlight::EMPTY; options.max_conns];
+    let storage = memory
+        .storage(options)?
+        .with_completions(&mut flights)
+        .map_err(Error::Storage)?;
+    let mut server = Server::new(config(options, Scheduling::Completion), storage, service);
+    // Made after the memory its submissions point into, so dropped before it (although
+    // no read or write outlives the call that submits it: see the module's docs).
+    let mut io = Uring::new(listener, options.max_conns).map_err(Error::Uring)?;
+
+    let clock = Clock::new();
+    let mut control = Control::default();
+    let mut now = clock.now();
+    let mut steps_since_clock = 0;
+    let mut look = true;
+    loop {
+        if look {
+            look = false;
+            if control.stop_requested(options, stop, &mut server, &clock) {
+                now = clock.now();
+            }
+        }
+        steps_since_clock += 1;
+        if steps_since_clock >= CLOCK_EVERY {
+            now = clock.now();
+            steps_since_clock = 0;
+            io.reap(&mut server, now);
+            control.signals += std::mem::take(&mut io.signalled);
+            look = true;
+        }
+        match server.poll(now) {
+            Action::Accept => io.accept(&mut server, &mut control, options, now),
+            Action::Recv { conn, buf } => io.recv(conn, buf),
+            Action::Send { conn, bytes, .. } => io.send(conn, bytes),
+            Action::Cancel { conn } => io.cancel(conn),
+            Action::Shutdown { conn } => {
+                if let Some(stream) = io.stream(conn) {
+                    // An error here (the peer reset meanwhile) shows in the next read.
+                    let _ = stream.shutdown(Shutdown::Write);
+                }
+                log_shutdown(conn);
+            }
+            Action::Probe { conn } => {
+                let outcome = io.stream(conn).map_or(Err(ErrorKind::NotConnected), |st| {
+                    crate::sys::unacked_bytes(st).map_err(|e| e.kind().into())
+                });
+                reported(server.on_probe(now, conn, outcome));
+            }
+            Action::Close { conn, reason } => {
+                io.close(conn, reason);
+                log_closed(conn, reason);
+            }
+            Action::Wait { until } => {
+                io.wait(&clock, until);
+                now = clock.now();
+                io.reap(&mut server, now);
+                steps_since_clock = 0;
+                control.signals += std::mem::take(&mut io.signalled);
+                look = true;
+            }
+            Action::Finished => break,
+        }
+    }
+    Ok(control.outcome(server.stats()))
+}
+
+/// A report the core refused: a bug in this driver, never a network condition.
+fn reported(result: Result<(), ReportError>) {
+    if let Err(e) = result {
+        debug_assert!(false, "the core refused a report: {e}");
+        warn!(error = %e, "the core refused a report (a bug in the io_uring driver)");
+    }
+}
+
+/// What a submission was, in the low bits of its `user_data`; the rest names the
+/// connection (slot index and generation), so that a completion of a connection that
+/// has since been closed is recognised and dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Accept = 1,
+    Signals = 2,
+    Poll = 3,
+    Recv = 4,
+    Send = 5,
+    Cancel = 6,
+}
+
+const KIND_BITS: u32 = 4;
+/// The generation bits kept: a completion is at most a few connections old.
+const GENERATION_MASK: u64 = (1 << 28) - 1;
+
+fn tag(kind: Kind, conn: ConnId) -> u64 {
+    kind as u64
+        | (conn.index() as u64) << KIND_BITS
+        | (u64::from(conn.generation()) & GENERATION_MASK) << (KIND_BITS + 32)
+}
+
+fn untag(data: u64) -> (u64, usize, u64) {
+    (
+        data & ((1 << KIND_BITS) - 1),
+        ((data >> KIND_BITS) & u64::from(u32::MAX)) as usize,
+        data >> (KIND_BITS + 32),
+    )
+}
+
+/// Readiness asked of each connection's poll: readable, writable, and the peer's FIN
+/// (`POLLRDHUP`, so that the end-of-stream is read even after a short read).
+const POLL_EVENTS: u32 = (libc::POLLIN | libc::POLLOUT | libc::POLLRDHUP) as u32;
+
+/// Accepted connections held for the core, at most: past this the multishot accept is
+/// cancelled (and armed again once the core has taken them), so that a flood of
+/// connections waits in the kernel's backlog rather than in memory.
+const ACCEPT_QUEUE: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Accepting {
+    /// No accept armed.
+    Idle,
+    /// The multishot accept is armed.
+    Armed,
+    /// Its cancellation is submitted.
+    Cancelling,
+}
+
+/// The ring and everything the driver keeps beside the core.
+struct Uring {
+    ring: IoUring,
+    listener: std::net::TcpListener,
+    /// Connections accepted by the kernel, not yet taken by the core.
+    accepted: VecDeque<io::Result<OwnedFd>>,
+    accepting: Accepting,
+    signals: SignalPipe,
+    /// Signals read from the pipe and not yet taken.
+    signalled: usize,
+    /// Each slot's socket.
+    streams: Vec<Option<TcpStream>>,
+}
+
+impl Uring {
+    fn new(listener: std::net::TcpListener, max_conns: usize) -> io::Result<Self> {
+        // A poll, a read and a write per connection may complete between two reaps.
+        let entries = (max_conns * 2 + 16).next_power_of_two().clamp(64, 4096) as u32;
+        let completions = (max_conns * 3 + 64)
+            .next_power_of_two()
+            .clamp(2 * entries as usize, 65_536) as u32;
+        let ring = ring(entries, completions)?;
+        let mut this = Self {
+            ring,
+            listener,
+            accepted: VecDeque::new(),
+            accepting: Accepting::Idle,
+            signals: SignalPipe::new()?,
+            signalled: 0,
+            streams: std::iter::repeat_with(|| None).take(max_conns).collect(),
+        };
+        this.arm_accept();
+        this.arm_signals();
+        this.ring.submit()?;
+        Ok(this)
+    }
+
+    /// Queues `entry`, first submitting what is queued if the queue is full.
+    ///
+    /// # Safety
+    ///
+    /// Memory that `entry` points to must stay valid, and not be used otherwise, until the
+    /// kernel is done with it.
+    unsafe fn push(&mut self, entry: &squeue::Entry) {
+        loop {
+            // SAFETY: passed on to the caller.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return;
+            }
+            if let Err(e) = self.ring.submit() {
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) {
+                    warn!(error = %e, "io_uring_enter failed");
+                    std::thread::sleep(MAX_NAP);
+                }
+            }
+        }
+    }
+
+    /// Queues an entry that points to no memory of ours.
+    fn push_plain(&mut self, entry: &squeue::Entry) {
+        // SAFETY: polls, accepts without an address and cancellations carry no pointer.
+        unsafe { self.push(entry) }
+    }
+
+    fn arm_accept(&mut self) {
+        let accept = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(Kind::Accept as u64);
+        self.push_plain(&accept);
+        self.accepting = Accepting::Armed;
+    }
+
+    fn arm_signals(&mut self) {
+        let fd = self.signals.read.as_raw_fd();
+        let poll = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(Kind::Signals as u64);
+        self.push_plain(&poll);
+    }
+
+    fn arm_poll(&mut self, conn: ConnId, fd: RawFd) {
+        let poll = opcode::PollAdd::new(types::Fd(fd), POLL_EVENTS)
+            .multi(true)
+            .build()
+            .user_data(tag(Kind::Poll, conn));
+        self.push_plain(&poll);
+    }
+
+    fn stream(&self, conn: ConnId) -> Option<&TcpStream> {
+        self.streams.get(conn.index())?.as_ref()
+    }
+
+    fn fd(&self, conn: ConnId) -> RawFd {
+        // A closed slot: a descriptor that fails the operation (EBADF), reported to the
+        // core as an error (the core never asks this of a closed connection).
+        self.stream(conn).map_or(-1, AsRawFd::as_raw_fd)
+    }
+
+    /// The core's `Accept`: the next connection the kernel accepted, or would-block.
+    fn accept<S: Service>(
+        &mut self,
+        server: &mut Server<'_, S, FlightTable<'_>>,
+        control: &mut Control,
+        options: &Options,
+        now: Instant,
+    ) {
+        let Some(next) = self.accepted.pop_front() else {
+            if self.accepting == Accepting::Idle {
+                self.arm_accept();
+            }
+            reported(server.on_accept_error(now, nb::Error::WouldBlock));
+            return;
+        };
+        let fd = match next {
+            Ok(fd) => fd,
+            Err(e) => {
+                let kind = ErrorKind::from(e.kind());
+                reported(server.on_accept_error(now, nb::Error::Other(kind)));
+                control.accept_failed(kind, Some(e), server.stats());
+                return;
+            }
+        };
+        let stream = TcpStream::from(fd);
+        match server.on_accepted(now) {
+            Ok(Admission::Admitted(conn)) => {
+                // An echo answers small writes at once: coalescing them only adds latency.
+                let _ = stream.set_nodelay(true);
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    log_accepted(conn, stream.peer_addr());
+                }
+                self.arm_poll(conn, stream.as_raw_fd());
+                self.streams[conn.index()] = Some(stream);
+            }
+            Ok(Admission::Refused) => {
+                close(stream, CloseReason::Refused);
+                control.refused(options, server.stats());
+            }
+            Err(e) => reported(Err(e)),
+        }
+    }
+
+    /// The core's `Recv`: `buf` stays lent to the kernel until its completion.
+    fn recv(&mut self, conn: ConnId, buf: &mut [u8]) {
+        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        let entry = opcode::Recv::new(types::Fd(self.fd(conn)), buf.as_mut_ptr(), len)
+            .flags(libc::MSG_DONTWAIT)
+            .build()
+            .user_data(tag(Kind::Recv, conn));
+        // SAFETY: `buf` is the core's buffer for this read, which the core lends until
+        // the read is reported (`Scheduling::Completion`'s contract) and which lives in
+        // `Memory`, made before the ring and dropped after it. With `MSG_DONTWAIT` the
+        // kernel performs the read within the `io_uring_enter` that submits it.
+        unsafe { self.push(&entry) }
+    }
+
+    /// The core's `Send`: `bytes` stay in place until its completion. A wrapped rest is
+    /// asked for next (partial writes are normal).
+    fn send(&mut self, conn: ConnId, bytes: &[u8]) {
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        let entry = opcode::Send::new(types::Fd(self.fd(conn)), bytes.as_ptr(), len)
+            .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(tag(Kind::Send, conn));
+        // SAFETY: as for `recv`: the core keeps these bytes in place until the write is
+        // reported, in memory that outlives the ring.
+        unsafe { self.push(&entry) }
+    }
+
+    /// The core's `Cancel`: the read and write of `conn` in flight. (They do not wait in
+    /// the kernel, so each completes anyway, cancelled or done, and is reported.)
+    fn cancel(&mut self, conn: ConnId) {
+        for kind in [Kind::Recv, Kind::Send] {
+            let entry = opcode::AsyncCancel::new(tag(kind, conn))
+                .build()
+                .user_data(Kind::Cancel as u64);
+            self.push_plain(&entry);
+        }
+    }
+
+    /// The core's `Close`: cancels the connection's poll (which holds the socket open
+    /// while armed) and closes the descriptor.
+    fn close(&mut self, conn: ConnId, reason: CloseReason) {
+        if let Some(stream) = self.streams[conn.index()].take() {
+            let entry = opcode::AsyncCancel::new(tag(Kind::Poll, conn))
+                .build()
+                .user_data(Kind::Cancel as u64);
+            self.push_plain(&entry);
+            close(stream, reason);
+        }
+    }
+
+    /// The core's `Wait`: submits what is queued and waits for a completion until
+    /// `until` (a look without blocking when it is now).
+    fn wait(&mut self, clock: &Clock, until: Option<Instant>) {
+        let result = match until {
+            None => self.ring.submit_and_wait(1),
+            Some(until) => {
+                let left = (until - clock.now()).total_micros();
+                if left == 0 {
+                    self.ring.submit()
+                } else {
+                    let timeout = types::Timespec::from(StdDuration::from_micros(left));
+                    let args = types::SubmitArgs::new().timespec(&timeout);
+                    self.ring.submitter().submit_with_args(1, &args)
+                }
+            }
+        };
+        if let Err(e) = result {
+            if !matches!(
+                e.raw_os_error(),
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+            ) {
+                warn!(error = %e, "io_uring_enter failed");
+                std::thread::sleep(MAX_NAP);
+            }
+        }
+    }
+
+    /// Reports every completion to the core.
+    fn reap<S: Service>(&mut self, server: &mut Server<'_, S, FlightTable<'_>>, now: Instant) {
+        let mut rearm_signals = false;
+        let mut polls_ended = Vec::new();
+        {
+            let completions = self.ring.completion();
+            for cqe in completions {
+                let (kind, index, generation) = untag(cqe.user_data());
+                let result = cqe.result();
+                let more = cqueue::more(cqe.flags());
+                if kind == Kind::Accept as u64 {
+                    if result >= 0 {
+                        self.accepted.push_back(Ok(owned_fd(result)));
+                    } else if result != -libc::ECANCELED {
+                        self.accepted
+                            .push_back(Err(io::Error::from_raw_os_error(-result)));
+                    }
+                    if !more {
+                        self.accepting = Accepting::Idle;
+                    } else if self.accepted.len() >= ACCEPT_QUEUE
+                        && self.accepting == Accepting::Armed
+                    {
+                        self.accepting = Accepting::Cancelling;
+                        polls_ended.push(None);
+                    }
+                    server.on_listener_ready();
+                    continue;
+                }
+                if kind == Kind::Signals as u64 {
+                    self.signalled += self.signals.take();
+                    rearm_signals |= !more;
+                    continue;
+                }
+                let Some(conn) = server
+                    .conn_id(index)
+                    .filter(|c| u64::from(c.generation()) & GENERATION_MASK == generation)
+                else {
+                    // A connection closed since (its poll's cancellation, for one).
+                    continue;
+                };
+                match kind {
+                    k if k == Kind::Poll as u64 => {
+                        if result >= 0 {
+                            let events = result as u32 as i16;
+                            let failed = events & (libc::POLLERR | libc::POLLHUP) != 0;
+                            let readable = events & libc::POLLIN != 0 || failed;
+                            let writable = events & libc::POLLOUT != 0 || failed;
+                            reported(server.on_ready(conn, readable, writable));
+                            if events & libc::POLLRDHUP != 0 {
+                                reported(server.on_read_closed(conn));
+                            }
+                        }
+                        if !more {
+                            // Ended by the kernel (an overflowing completion queue, for
+                            // one) while the connection lives: armed again.
+                            polls_ended.push(Some(conn));
+                        }
+                    }
+                    k if k == Kind::Recv as u64 => {
+                        reported(server.on_recv(now, conn, outcome(result)));
+                    }
+                    k if k == Kind::Send as u64 => {
+                        reported(server.on_send(now, conn, outcome(result)));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for ended in polls_ended {
+            match ended {
+                Some(conn) => {
+                    let fd = self.fd(conn);
+                    if fd >= 0 {
+                        self.arm_poll(conn, fd);
+                    }
+                }
+                None => {
+                    let entry = opcode::AsyncCancel::new(Kind::Accept as u64)
+                        .build()
+                        .user_data(Kind::Cancel as u64);
+                    self.push_plain(&entry);
+                }
+            }
+        }
+        if rearm_signals {
+            self.arm_signals();
+        }
+    }
+}
+
+/// A completion's result as the core's outcome: bytes, would-block, or a failure
+/// (a cancelled operation is `Interrupted`).
+fn outcome(result: i32) -> nb::Result<usize, ErrorKind> {
+    match result {
+        n if n >= 0 => Ok(n as usize),
+        e if e == -libc::EAGAIN => Err(nb::Error::WouldBlock),
+        e if e == -libc::ECANCELED || e == -libc::EINTR => {
+            Err(nb::Error::Other(ErrorKind::Interrupted))
+        }
+        e => Err(nb::Error::Other(
+            io::Error::from_raw_os_error(-e).kind().into(),
+        )),
+    }
+}
+
+/// Takes ownership of a descriptor the kernel just created for us.
+fn owned_fd(fd: i32) -> OwnedFd {
+    // SAFETY: a multishot accept's completion carries a new descriptor, open and owned by
+    // no one else: this is its only owner.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Closes `stream` for `reason`: a reset (`SO_LINGER` 0) when the reason is abortive.
+fn close(stream: TcpStream, reason: CloseReason) {
+    if reason.is_abortive() {
+        // Best effort: if it fails, dropping still closes (with a FIN).
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(StdDuration::ZERO));
+    }
+}
