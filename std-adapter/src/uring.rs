@@ -17,7 +17,7 @@
 //! The same signals, stop, limits, logs and statistics as the other drivers
 //! ([`crate::serve`]). Needs Linux 6.0 or later (`IORING_SETUP_SINGLE_ISSUER`, which comes
 //! after multishot accept and poll); elsewhere, or with io_uring disabled
-//! (`kernel.io_uring_disabled`, a seccomp filter), [`serve`] fails with
+//! (`kernel.io_uring_disabled`, a seccomp filter), [`serve::run`](crate::serve::run) fails with
 //! [`Error::Uring`], whose message names `--driver epoll`.
 
 // The only `unsafe` here: pushing submissions, whose memory must stay valid until the
