@@ -36,7 +36,7 @@ use nbecho_core::{
     nb, Action, Admission, CloseReason, ConnId, ErrorKind, FlightTable, InFlight, Instant,
     LineState, Mode, NumberedLines, ReportError, Scheduling, Server, Service,
 };
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::clock::Clock;
 use crate::serve::{
@@ -216,8 +216,9 @@ const POLL_EVENTS: u32 = (libc::POLLIN | libc::POLLOUT | libc::POLLRDHUP) as u32
 
 /// Accepted connections held for the core, at most: past this the multishot accept is
 /// cancelled (and armed again once the core has taken them), so that a flood of
-/// connections waits in the kernel's backlog rather than in memory.
-const ACCEPT_QUEUE: usize = 256;
+/// connections waits in the kernel's backlog rather than in memory. Two passes' worth at
+/// the default `accepts_per_pass`: a burst of a few hundred connections pauses it.
+const ACCEPT_QUEUE: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Accepting {
@@ -475,6 +476,10 @@ impl Uring {
                         && self.accepting == Accepting::Armed
                     {
                         self.accepting = Accepting::Cancelling;
+                        debug!(
+                            queued = self.accepted.len(),
+                            "accepted connections wait for the core; the multishot accept pauses"
+                        );
                         polls_ended.push(None);
                     }
                     server.on_listener_ready();

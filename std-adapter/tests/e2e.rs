@@ -101,6 +101,31 @@ all_drivers! {
 }
 }
 
+all_drivers! {
+    fn a_burst_of_600_connections_is_accepted_and_each_answered(driver) {
+    // Faster than a pass accepts them (16 a pass), so they wait in the listener's backlog,
+    // and with io_uring in the driver's queue of accepted connections, which is bounded
+    // (its multishot accept is cancelled and armed again).
+    let server = Server::start(&["--driver", driver, "--max-conns", "1000"]);
+    let mut clients: Vec<TcpStream> = (0..600).map(|_| server.connect()).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.write_all(format!("client {i}\n").as_bytes()).unwrap();
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let expected = format!("CLIENT {i}\n");
+        let mut reply = vec![0; expected.len()];
+        client.read_exact(&mut reply).unwrap();
+        assert_eq!(reply, expected.as_bytes(), "client {i}");
+    }
+    // A graceful stop with all of them open: each was answered, so each closes at once.
+    server.signal("TERM");
+    let (status, log) = server.wait();
+    assert!(status.success(), "{log}");
+    assert_eq!(Server::stat(&log, "accepted"), 600, "{log}");
+    assert_eq!(Server::stat(&log, "refused"), 0, "{log}");
+}
+}
+
 // ---- the client ----------------------------------------------------------------------------
 
 both_drivers! {
