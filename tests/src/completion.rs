@@ -9,6 +9,13 @@
 //! with bytes unacknowledged before the peer's FIN; no double close), and at the end:
 //! every accepted connection closed, every clean close delivered everything owed, the
 //! counters match what the network carried, and no buffer is still lent.
+//!
+//! Fairness and liveness, as in the main harness ([`crate::harness`]): a connection with
+//! nothing in flight that is *serviceable* (the peer sent something and there is buffer
+//! room, or output is pending and the peer's window has room, or it is flushed and due
+//! its `Shutdown`, or it is closing) must be asked for an operation within two passes'
+//! worth of operations ([`Bounds`]) and [`SERVE_WITHIN_TIME`] of virtual time, however
+//! many operations of other connections are in flight or complete meanwhile.
 
 use std::rc::Rc;
 
@@ -17,7 +24,7 @@ use nbecho_core::{
     LineState, Listener, Scheduling, Server, Slot, Storage, Stream,
 };
 
-use crate::harness::{Failure, SimService, MAX_STEPS};
+use crate::harness::{serviceable, Bounds, Failure, SimService, MAX_STEPS, SERVE_WITHIN_TIME};
 use crate::net::{Net, SharedNet, SimListener, SimStream};
 use crate::rng::Rng;
 use crate::schedule::Schedule;
@@ -76,6 +83,13 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
     let mut line_states = vec![LineState::NEW; capacity];
     let (answer, service) = SimService::for_plan(&s.server, &mut line_states);
     let mut server = Server::new(config, storage, service);
+    let bounds = Bounds::new(&config, capacity);
+    let mut fairness = Fairness {
+        ops: 0,
+        ready_since: vec![None; s.clients.len()],
+        eof_read: vec![false; s.clients.len()],
+        bounds,
+    };
     let net: SharedNet = Net::new(s.seed, s.faults.clone(), &s.clients, answer);
     net.borrow_mut().short_reads_drain = s.server.short_reads_drain;
     let mut listener = SimListener(Rc::clone(&net));
@@ -150,6 +164,9 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
                         .in_flight_recv(conn)
                         .ok_or_else(|| fail(step, format!("{conn}: its read's buffer is gone")))?;
                     let outcome = stream.read(&mut (), buf);
+                    if outcome == Ok(0) {
+                        fairness.eof_read[stream.client] = true;
+                    }
                     server
                         .on_recv(now, conn, outcome)
                         .map_err(|e| fail(step, format!("on_recv({conn}): {e}")))?;
@@ -166,7 +183,13 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
             }
             continue;
         }
-        match server.poll(now) {
+        let action = server.poll(now);
+        if let Some(conn) = action_conn(&action) {
+            fairness.served(streams[conn.index()].as_ref().map(|st| st.client));
+        } else if action == Action::Accept {
+            fairness.served(None);
+        }
+        match action {
             Action::Accept => match listener.accept(&mut ()) {
                 Ok(stream) => match server.on_accepted(now) {
                     Ok(Admission::Admitted(conn)) => {
@@ -256,8 +279,102 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
         if let Some(v) = net.borrow().violations.first() {
             return Err(fail(step, v.clone()));
         }
+        fairness
+            .check(&server, &net, &streams, &in_flight, now)
+            .map_err(|what| fail(step, what))?;
     }
     Err(fail(step, format!("not finished after {MAX_STEPS} steps")))
+}
+
+/// The connection an action names, if any.
+fn action_conn(action: &Action<'_>) -> Option<ConnId> {
+    match *action {
+        Action::Recv { conn, .. }
+        | Action::Send { conn, .. }
+        | Action::Cancel { conn }
+        | Action::Shutdown { conn }
+        | Action::Probe { conn }
+        | Action::Close { conn, .. } => Some(conn),
+        _ => None,
+    }
+}
+
+/// The fairness and liveness oracle (see the module docs).
+struct Fairness {
+    /// Operations asked for so far (every action but `Wait` and `Finished`).
+    ops: u64,
+    /// Per client: since when (operations, time) its connection has been serviceable.
+    ready_since: Vec<Option<(u64, Instant)>>,
+    /// Per client: its end-of-stream was read.
+    eof_read: Vec<bool>,
+    bounds: Bounds,
+}
+
+impl Fairness {
+    /// An operation was asked for, on `client`'s connection if any.
+    fn served(&mut self, client: Option<usize>) {
+        self.ops += 1;
+        if let Some(client) = client {
+            self.ready_since[client] = None;
+        }
+    }
+
+    fn check(
+        &mut self,
+        server: &Server<'_, SimService<'_>, nbecho_core::FlightTable<'_>>,
+        net: &SharedNet,
+        streams: &[Option<SimStream>],
+        in_flight: &[Op],
+        now: Instant,
+    ) -> Result<(), String> {
+        let n = net.borrow();
+        let (blocks, lent) = server.buffers();
+        for (index, stream) in streams.iter().enumerate() {
+            let (Some(stream), Some(conn)) = (stream, server.conn_id(index)) else {
+                continue;
+            };
+            let client = stream.client;
+            let state = server.conn_state(conn).map_err(|e| format!("{conn}: {e}"))?;
+            let pending = server.pending_output(conn).map_err(|e| format!("{conn}: {e}"))?;
+            let capacity = server.buffer_capacity(conn).map_err(|e| format!("{conn}: {e}"))?;
+            let (filled, capacity) = if n.answer() == crate::net::Answer::Lines {
+                let held = server.pending_input(conn).map_err(|e| format!("{conn}: {e}"))?;
+                (held, capacity / 2)
+            } else {
+                (pending, capacity)
+            };
+            let idle = !in_flight.iter().any(|op| op.conn() == conn);
+            let ready = idle
+                && serviceable(
+                    state,
+                    pending,
+                    filled,
+                    capacity,
+                    lent < blocks,
+                    &n.pipes[client],
+                    self.eof_read[client],
+                );
+            let since = &mut self.ready_since[client];
+            match (*since, ready) {
+                (_, false) => *since = None,
+                (None, true) => *since = Some((self.ops, now)),
+                (Some((ops, at)), true) => {
+                    if self.ops - ops > self.bounds.serve_ops || now - at > SERVE_WITHIN_TIME {
+                        return Err(format!(
+                            "{conn} (client {client}, {state}) has been serviceable with nothing \
+                             in flight since operation {ops} ({at}) and was not served in {} \
+                             operations / {}: unfair or stalled (the bound is {} operations, \
+                             {SERVE_WITHIN_TIME})",
+                            self.ops - ops,
+                            now - at,
+                            self.bounds.serve_ops
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn check_end(

@@ -989,7 +989,7 @@ fn check_closes(
 
 /// True if an operation on this connection can make progress or end it now. `capacity`
 /// is its buffer's (0: it holds none, and needs one that `can_lend`).
-fn serviceable(
+pub(crate) fn serviceable(
     state: ConnState,
     pending: usize,
     filled: usize,
