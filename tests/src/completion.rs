@@ -17,6 +17,7 @@
 //! worth of operations ([`Bounds`]) and [`SERVE_WITHIN_TIME`] of virtual time, however
 //! many operations of other connections are in flight or complete meanwhile.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use nbecho_core::{
@@ -41,7 +42,7 @@ pub struct CompletionReport {
     pub most_in_flight: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Op {
     Recv(ConnId),
     Send(ConnId),
@@ -96,6 +97,9 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
     let mut streams: Vec<Option<SimStream>> = (0..capacity).map(|_| None).collect();
     let mut rng = Rng::new(s.seed ^ 0x00c0_ffee);
     let mut in_flight: Vec<Op> = Vec::new();
+    // Where each operation in flight was lent its memory: (address, length) of `buf`, or
+    // of `bytes` and of `wrapped` (empty ones compare by length only).
+    let mut lent_at: HashMap<Op, [(usize, usize); 2]> = HashMap::new();
     let mut report = CompletionReport::default();
     let mut now = Instant::ZERO;
     let mut shutting_down = false;
@@ -158,11 +162,17 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
             let stream = streams[conn.index()]
                 .as_mut()
                 .ok_or_else(|| fail(step, format!("{op:?} on a closed connection")))?;
+            // The memory lent when the operation was asked for must still be where it was:
+            // a real transport reads or writes through the pointer it was given.
+            let lent = lent_at.remove(&op);
             match op {
                 Op::Recv(_) => {
                     let buf = server
                         .in_flight_recv(conn)
                         .ok_or_else(|| fail(step, format!("{conn}: its read's buffer is gone")))?;
+                    if lent != Some([(buf.as_ptr() as usize, buf.len()), (0, 0)]) {
+                        return Err(fail(step, format!("{conn}: its read's buffer moved")));
+                    }
                     let outcome = stream.read(&mut (), buf);
                     if outcome == Ok(0) {
                         fairness.eof_read[stream.client] = true;
@@ -175,6 +185,9 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
                     let (bytes, wrapped) = server
                         .in_flight_send(conn)
                         .ok_or_else(|| fail(step, format!("{conn}: its write's bytes are gone")))?;
+                    if lent != Some(places(bytes, wrapped)) {
+                        return Err(fail(step, format!("{conn}: its write's bytes moved")));
+                    }
                     let outcome = stream.write_vectored(&mut (), bytes, wrapped);
                     server
                         .on_send(now, conn, outcome)
@@ -205,23 +218,30 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
                     .on_accept_error(now, e)
                     .map_err(|e| fail(step, format!("on_accept_error: {e}")))?,
             },
-            Action::Recv { conn, .. } => {
+            Action::Recv { conn, buf } => {
                 if in_flight.contains(&Op::Recv(conn)) {
                     return Err(fail(step, format!("{conn}: a second read in flight")));
                 }
                 in_flight.push(Op::Recv(conn));
+                lent_at.insert(Op::Recv(conn), [(buf.as_ptr() as usize, buf.len()), (0, 0)]);
             }
-            Action::Send { conn, .. } => {
+            Action::Send {
+                conn,
+                bytes,
+                wrapped,
+            } => {
                 if in_flight.contains(&Op::Send(conn)) {
                     return Err(fail(step, format!("{conn}: a second write in flight")));
                 }
                 in_flight.push(Op::Send(conn));
+                lent_at.insert(Op::Send(conn), places(bytes, wrapped));
             }
             Action::Cancel { conn } => {
                 // Cancelled: each reports that it was interrupted, before doing anything.
                 for op in [Op::Recv(conn), Op::Send(conn)] {
                     if let Some(k) = in_flight.iter().position(|&o| o == op) {
                         in_flight.remove(k);
+                        lent_at.remove(&op);
                         let cancelled = Err(nb::Error::Other(ErrorKind::Interrupted));
                         let reported = match op {
                             Op::Recv(_) => server.on_recv(now, conn, cancelled),
@@ -284,6 +304,12 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
             .map_err(|what| fail(step, what))?;
     }
     Err(fail(step, format!("not finished after {MAX_STEPS} steps")))
+}
+
+/// Where a `Send`'s two parts are (an empty part's address means nothing).
+fn places(bytes: &[u8], wrapped: &[u8]) -> [(usize, usize); 2] {
+    let place = |b: &[u8]| (if b.is_empty() { 0 } else { b.as_ptr() as usize }, b.len());
+    [place(bytes), place(wrapped)]
 }
 
 /// The connection an action names, if any.
