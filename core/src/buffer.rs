@@ -158,6 +158,13 @@ impl<'a> Pool<'a> {
     /// The arena range of `len` bytes at `offset` inside `block`.
     #[inline]
     pub(crate) fn range(&self, block: u32, offset: u32, len: u32) -> core::ops::Range<usize> {
+        // A range past its block is another connection's buffer: never in bounds-checked
+        // builds (the simulation's), whatever the arithmetic before it.
+        debug_assert!(
+            u64::from(offset) + u64::from(len) <= u64::from(self.block_size),
+            "bytes {offset}..+{len} are outside a block of {}",
+            self.block_size
+        );
         let start = block as usize * self.block_size as usize + offset as usize;
         start..start + len as usize
     }

@@ -774,6 +774,18 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             && self.pool.is_large(slot.block) == (slot.bulk && self.pool.large_size().is_some())
     }
 
+    /// A live connection gives back its empty buffer. Its ring starts again at 0: the
+    /// next buffer may be of the other size, where the old position means nothing (in
+    /// completion scheduling a write can empty the ring while a read is in flight, which
+    /// keeps the position for that read until it completes).
+    fn give_back_block(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        let block = slot.block;
+        slot.block = NIL;
+        slot.head = 0;
+        self.release_block(block);
+    }
+
     /// Takes a buffer back: it goes to the first connection waiting for one, if any, and
     /// to the pool otherwise.
     fn release_block(&mut self, block: u32) {
@@ -1253,12 +1265,10 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             Err(nb::Error::Other(ErrorKind::Interrupted)) => {}
             Err(nb::Error::Other(kind)) => self.fail(idx, kind),
         }
-        let slot = &mut self.slots[idx as usize];
+        let slot = &self.slots[idx as usize];
         if slot.len == 0 && input_held(self.service.is_transform(), slot) == 0 && slot.block != NIL
         {
-            let block = slot.block;
-            slot.block = NIL;
-            self.release_block(block);
+            self.give_back_block(idx);
         }
         self.completed(idx);
         Ok(())
@@ -1340,10 +1350,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
                     && slot.block != NIL
                     && !self.keeps_empty_buffer(idx)
                 {
-                    let slot = &mut self.slots[idx as usize];
-                    let block = slot.block;
-                    slot.block = NIL;
-                    self.release_block(block);
+                    self.give_back_block(idx);
                 }
             }
             Err(nb::Error::WouldBlock) => self.slots[idx as usize].writable = false,

@@ -69,8 +69,17 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
     let buffer_size = usize::from(s.server.buffer_size);
     let mut slots = vec![Slot::EMPTY; capacity];
     let mut arena = vec![0u8; usize::from(s.server.buffers) * buffer_size];
+    let large_size = buffer_size * usize::from(s.server.large_factor);
+    let mut large_arena = vec![0u8; usize::from(s.server.large_buffers) * large_size];
     let mut table = vec![InFlight::EMPTY; capacity];
     let storage = Storage::new(&mut slots, &mut arena, buffer_size)
+        .and_then(|storage| {
+            if s.server.large_buffers > 0 {
+                storage.with_large_buffers(&mut large_arena, large_size)
+            } else {
+                Ok(storage)
+            }
+        })
         .and_then(|storage| storage.with_completions(&mut table))
         .map_err(|e| fail(0, format!("storage: {e}")))?;
     let mut config = Config::default();
@@ -360,11 +369,19 @@ impl Fairness {
                 continue;
             };
             let client = stream.client;
-            let state = server.conn_state(conn).map_err(|e| format!("{conn}: {e}"))?;
-            let pending = server.pending_output(conn).map_err(|e| format!("{conn}: {e}"))?;
-            let capacity = server.buffer_capacity(conn).map_err(|e| format!("{conn}: {e}"))?;
+            let state = server
+                .conn_state(conn)
+                .map_err(|e| format!("{conn}: {e}"))?;
+            let pending = server
+                .pending_output(conn)
+                .map_err(|e| format!("{conn}: {e}"))?;
+            let capacity = server
+                .buffer_capacity(conn)
+                .map_err(|e| format!("{conn}: {e}"))?;
             let (filled, capacity) = if n.answer() == crate::net::Answer::Lines {
-                let held = server.pending_input(conn).map_err(|e| format!("{conn}: {e}"))?;
+                let held = server
+                    .pending_input(conn)
+                    .map_err(|e| format!("{conn}: {e}"))?;
                 (held, capacity / 2)
             } else {
                 (pending, capacity)
