@@ -25,6 +25,7 @@
 // A std crate by definition: the workspace's `core`-over-`std` lint is for no_std code.
 #![allow(clippy::std_instead_of_core)]
 
+pub mod arena;
 pub mod args;
 #[cfg(feature = "bench")]
 pub mod bench;

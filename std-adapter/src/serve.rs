@@ -12,6 +12,7 @@ use nbecho_core::{
 };
 use tracing::{debug, info, warn};
 
+use crate::arena::Arena;
 use crate::clock::Clock;
 use crate::net::{self, Accept, MioListener, MioStream, NetListener, NetStream};
 
@@ -780,30 +781,35 @@ fn log_stop_requests(
     *logged = (*logged).max(asked);
 }
 
-/// All the memory a server will ever use, made once. `vec![0; n]` asks the OS for zeroed
-/// pages, which cost nothing until a buffer is first lent.
+/// All the memory a server will ever use, made once: slot headers, and buffer arenas of
+/// zeroed pages (which cost nothing until a buffer is first lent), page-aligned (see
+/// [`Arena`]).
 pub(crate) struct Memory {
     slots: Vec<Slot>,
-    arena: Vec<u8>,
-    large_arena: Vec<u8>,
+    arena: Arena,
+    large_arena: Arena,
 }
 
 impl Memory {
     pub(crate) fn new(options: &Options) -> Self {
         Self {
             slots: vec![Slot::EMPTY; options.max_conns],
-            arena: vec![0u8; options.buffers * options.buffer_size],
-            large_arena: vec![0u8; large_arena_len(options)],
+            arena: Arena::new(options.buffers * options.buffer_size),
+            large_arena: Arena::new(large_arena_len(options)),
         }
     }
 
     /// The core's storage in it.
     pub(crate) fn storage(&mut self, options: &Options) -> Result<Storage<'_>, Error> {
-        let mut storage = Storage::new(&mut self.slots, &mut self.arena, options.buffer_size)
-            .map_err(Error::Storage)?;
+        let mut storage = Storage::new(
+            &mut self.slots,
+            self.arena.as_mut_slice(),
+            options.buffer_size,
+        )
+        .map_err(Error::Storage)?;
         if !self.large_arena.is_empty() {
             storage = storage
-                .with_large_buffers(&mut self.large_arena, options.large_buffer_size)
+                .with_large_buffers(self.large_arena.as_mut_slice(), options.large_buffer_size)
                 .map_err(Error::Storage)?;
         }
         Ok(storage)
