@@ -242,6 +242,8 @@ struct Uring {
     signalled: usize,
     /// Each slot's socket.
     streams: Vec<Option<TcpStream>>,
+    /// Completions taken off a full ring while submitting, not reported yet.
+    held: VecDeque<cqueue::Entry>,
 }
 
 impl Uring {
@@ -260,6 +262,7 @@ impl Uring {
             signals: SignalPipe::new()?,
             signalled: 0,
             streams: std::iter::repeat_with(|| None).take(max_conns).collect(),
+            held: VecDeque::new(),
         };
         this.arm_accept();
         this.arm_signals();
@@ -279,11 +282,15 @@ impl Uring {
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
                 return;
             }
-            if let Err(e) = self.ring.submit() {
-                if !matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
-                ) {
+            match self.ring.submit() {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR)) => {}
+                // The completion queue is full: its entries are taken off the ring, to be
+                // reported at the next reap, so that submitting can go on.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {
+                    self.held.extend(self.ring.completion());
+                }
+                Err(e) => {
                     warn!(error = %e, "io_uring_enter failed");
                     std::thread::sleep(MAX_NAP);
                 }
@@ -458,8 +465,8 @@ impl Uring {
         let mut rearm_signals = false;
         let mut polls_ended = Vec::new();
         {
-            let completions = self.ring.completion();
-            for cqe in completions {
+            let held = std::mem::take(&mut self.held);
+            for cqe in held.into_iter().chain(self.ring.completion()) {
                 let (kind, index, generation) = untag(cqe.user_data());
                 let result = cqe.result();
                 let more = cqueue::more(cqe.flags());
