@@ -598,37 +598,21 @@ fn serve<I: Io, S: Service>(
 
     let clock = Clock::new();
     let mut control = Control::default();
-    // The clock is read once per wake-up, not once per operation (reading it costs more
-    // than a step of the core): after each wait, and every CLOCK_EVERY steps so that a
-    // server that never waits still sees time pass. Deadlines set from a `now` a few
-    // steps old come that much earlier, which is negligible.
-    let mut now = clock.now();
-    let mut steps_since_clock = 0;
-    // Stop requests are looked at with the clock: after each wait and every CLOCK_EVERY
-    // steps (a signal also ends the wait, through the self-pipe).
-    let mut look = true;
+    let mut pace = Pace::new(clock);
+    pace.woke(&mut control, 0, options, stop, driver.server_mut());
     loop {
-        if look {
-            look = false;
-            if control.stop_requested(options, stop, driver.server_mut(), &clock) {
-                now = clock.now();
-            }
+        if pace.tick() {
+            pace.read_clock();
+            let signals = io.signals();
+            pace.woke(&mut control, signals, options, stop, driver.server_mut());
         }
-        steps_since_clock += 1;
-        if steps_since_clock >= CLOCK_EVERY {
-            now = clock.now();
-            steps_since_clock = 0;
-            control.signals += io.signals();
-            look = true;
-        }
-        match driver.step(now) {
+        match driver.step(pace.now) {
             Step::Recv { .. } | Step::Send { .. } | Step::AcceptWouldBlock => {}
             Step::Wait(until) => {
                 io.wait(driver.server_mut(), &clock, until);
-                now = clock.now();
-                steps_since_clock = 0;
-                control.signals += io.signals();
-                look = true;
+                pace.read_clock();
+                let signals = io.signals();
+                pace.woke(&mut control, signals, options, stop, driver.server_mut());
             }
             Step::Finished => break,
             Step::Accepted(conn) => {
@@ -656,6 +640,59 @@ fn serve<I: Io, S: Service>(
     Ok(control.outcome(driver.server().stats()))
 }
 
+/// When a driver loop reads the clock and acts on stop requests: after each wait, and
+/// every [`CLOCK_EVERY`] steps so that a server that never waits still sees time pass and
+/// signals (a signal also ends a wait). Once per wake-up, not once per operation: reading
+/// the clock costs more than a step of the core, and deadlines set from a `now` a few steps
+/// old come that much earlier, which is negligible.
+#[derive(Debug)]
+pub(crate) struct Pace {
+    /// The time the core is told.
+    pub(crate) now: Instant,
+    steps: u32,
+    clock: Clock,
+}
+
+impl Pace {
+    pub(crate) fn new(clock: Clock) -> Self {
+        Self {
+            now: clock.now(),
+            steps: 0,
+            clock,
+        }
+    }
+
+    /// Reads the clock (after a wait, before reporting what it brought).
+    pub(crate) fn read_clock(&mut self) -> Instant {
+        self.now = self.clock.now();
+        self.now
+    }
+
+    /// Counts a step; true when it is time to read the clock and the signals again
+    /// ([`woke`](Self::woke)).
+    pub(crate) fn tick(&mut self) -> bool {
+        self.steps += 1;
+        self.steps >= CLOCK_EVERY
+    }
+
+    /// After a wait (and [`read_clock`](Self::read_clock)), or when [`tick`](Self::tick)
+    /// says so: counts the `signals` the driver saw and acts on stop requests.
+    pub(crate) fn woke<S: Service, F: nbecho_core::Flights>(
+        &mut self,
+        control: &mut Control,
+        signals: usize,
+        options: &Options,
+        stop: &AtomicBool,
+        server: &mut Server<'_, S, F>,
+    ) {
+        self.steps = 0;
+        control.signals += signals;
+        if control.stop_requested(options, stop, server, &self.clock) {
+            self.read_clock();
+        }
+    }
+}
+
 /// What every driver loop shares around the core: stop requests (the caller's `stop`,
 /// then each SIGINT/SIGTERM: the first starts a graceful stop, a second one stops at
 /// once) and the log lines that are throttled.
@@ -671,7 +708,7 @@ pub(crate) struct Control {
 
 impl Control {
     /// Acts on stop requests not acted on yet; true when it did (it read the clock).
-    pub(crate) fn stop_requested<S: Service, F: nbecho_core::Flights>(
+    fn stop_requested<S: Service, F: nbecho_core::Flights>(
         &mut self,
         options: &Options,
         stop: &AtomicBool,
@@ -845,7 +882,7 @@ fn large_arena_len(options: &Options) -> usize {
 }
 
 /// Steps between two clock reads while the server does not wait.
-pub(crate) const CLOCK_EVERY: u32 = 64;
+const CLOCK_EVERY: u32 = 64;
 
 fn micros(d: StdDuration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)

@@ -40,8 +40,8 @@ use tracing::{debug, warn};
 
 use crate::clock::Clock;
 use crate::serve::{
-    config, log_accepted, log_closed, log_shutdown, Control, Error, Memory, Options, Outcome,
-    Protocol, SignalPipe, CLOCK_EVERY, MAX_NAP,
+    config, log_accepted, log_closed, log_shutdown, Control, Error, Memory, Options, Outcome, Pace,
+    Protocol, SignalPipe, MAX_NAP,
 };
 
 /// Serves `listener` with io_uring until a stop request, as [`crate::serve::run`] does
@@ -117,24 +117,16 @@ fn run<S: Service>(
 
     let clock = Clock::new();
     let mut control = Control::default();
-    let mut now = clock.now();
-    let mut steps_since_clock = 0;
-    let mut look = true;
+    let mut pace = Pace::new(clock);
+    pace.woke(&mut control, 0, options, stop, &mut server);
     loop {
-        if look {
-            look = false;
-            if control.stop_requested(options, stop, &mut server, &clock) {
-                now = clock.now();
-            }
-        }
-        steps_since_clock += 1;
-        if steps_since_clock >= CLOCK_EVERY {
-            now = clock.now();
-            steps_since_clock = 0;
+        if pace.tick() {
+            let now = pace.read_clock();
             io.reap(&mut server, now);
-            control.signals += std::mem::take(&mut io.signalled);
-            look = true;
+            let signals = std::mem::take(&mut io.signalled);
+            pace.woke(&mut control, signals, options, stop, &mut server);
         }
+        let now = pace.now;
         match server.poll(now) {
             Action::Accept => io.accept(&mut server, &mut control, options, now),
             Action::Recv { conn, buf } => io.recv(conn, buf),
@@ -159,11 +151,10 @@ fn run<S: Service>(
             }
             Action::Wait { until } => {
                 io.wait(&clock, until);
-                now = clock.now();
+                let now = pace.read_clock();
                 io.reap(&mut server, now);
-                steps_since_clock = 0;
-                control.signals += std::mem::take(&mut io.signalled);
-                look = true;
+                let signals = std::mem::take(&mut io.signalled);
+                pace.woke(&mut control, signals, options, stop, &mut server);
             }
             Action::Finished => break,
         }

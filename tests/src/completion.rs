@@ -25,7 +25,9 @@ use nbecho_core::{
     LineState, Listener, Scheduling, Server, Slot, Storage, Stream,
 };
 
-use crate::harness::{serviceable, Bounds, Failure, SimService, MAX_STEPS, SERVE_WITHIN_TIME};
+use crate::harness::{
+    serviceable, Bounds, Failure, Fill, SimService, MAX_STEPS, SERVE_WITHIN_TIME,
+};
 use crate::net::{Net, SharedNet, SimListener, SimStream};
 use crate::rng::Rng;
 use crate::schedule::Schedule;
@@ -369,23 +371,13 @@ impl Fairness {
                 continue;
             };
             let client = stream.client;
-            let state = server
-                .conn_state(conn)
-                .map_err(|e| format!("{conn}: {e}"))?;
-            let pending = server
-                .pending_output(conn)
-                .map_err(|e| format!("{conn}: {e}"))?;
-            let capacity = server
-                .buffer_capacity(conn)
-                .map_err(|e| format!("{conn}: {e}"))?;
-            let (filled, capacity) = if n.answer() == crate::net::Answer::Lines {
-                let held = server
-                    .pending_input(conn)
-                    .map_err(|e| format!("{conn}: {e}"))?;
-                (held, capacity / 2)
-            } else {
-                (pending, capacity)
-            };
+            let Fill {
+                state,
+                pending,
+                filled,
+                capacity,
+                ..
+            } = Fill::of(server, conn, n.answer())?;
             let idle = !in_flight.iter().any(|op| op.conn() == conn);
             let ready = idle
                 && serviceable(

@@ -987,6 +987,44 @@ fn check_closes(
     Ok(())
 }
 
+/// What [`serviceable`] needs to know of a live connection, from the server's getters.
+pub(crate) struct Fill {
+    pub(crate) state: ConnState,
+    /// Output not sent yet.
+    pub(crate) pending: usize,
+    /// Bytes in the part of the buffer that reads fill, and that part's size: a general
+    /// service reads into the first half, after the input it has not consumed yet.
+    pub(crate) filled: usize,
+    pub(crate) capacity: usize,
+    /// The whole buffer's size (0: it holds none).
+    pub(crate) buffer: usize,
+}
+
+impl Fill {
+    pub(crate) fn of<S: Service, F: nbecho_core::Flights>(
+        server: &Server<'_, S, F>,
+        conn: ConnId,
+        answer: Answer,
+    ) -> Result<Self, String> {
+        let err = |e| format!("{conn}: {e}");
+        let state = server.conn_state(conn).map_err(err)?;
+        let pending = server.pending_output(conn).map_err(err)?;
+        let buffer = server.buffer_capacity(conn).map_err(err)?;
+        let (filled, capacity) = if answer == Answer::Lines {
+            (server.pending_input(conn).map_err(err)?, buffer / 2)
+        } else {
+            (pending, buffer)
+        };
+        Ok(Self {
+            state,
+            pending,
+            filled,
+            capacity,
+            buffer,
+        })
+    }
+}
+
 /// True if an operation on this connection can make progress or end it now. `capacity`
 /// is its buffer's (0: it holds none, and needs one that `can_lend`).
 pub(crate) fn serviceable(
@@ -1026,26 +1064,14 @@ fn check_service(
     let late =
         |since: Since| ops - since.ops > bounds.serve_ops || now - since.at > SERVE_WITHIN_TIME;
     for &(conn, client) in model.slots.iter().flatten() {
-        let state = server
-            .conn_state(conn)
-            .map_err(|e| format!("{conn}: {e}"))?;
-        let pending = server
-            .pending_output(conn)
-            .map_err(|e| format!("{conn}: {e}"))?;
-        let capacity = server
-            .buffer_capacity(conn)
-            .map_err(|e| format!("{conn}: {e}"))?;
-        model.largest_buffer = model.largest_buffer.max(capacity);
-        // A general service reads into the first half of the buffer, after the input it
-        // has not consumed yet.
-        let (filled, capacity) = if n.answer() == Answer::Lines {
-            let held = server
-                .pending_input(conn)
-                .map_err(|e| format!("{conn}: {e}"))?;
-            (held, capacity / 2)
-        } else {
-            (pending, capacity)
-        };
+        let Fill {
+            state,
+            pending,
+            filled,
+            capacity,
+            buffer,
+        } = Fill::of(server, conn, n.answer())?;
+        model.largest_buffer = model.largest_buffer.max(buffer);
         let ready = model.app[client] == Some(AppCall::Abort)
             || serviceable(
                 state,
