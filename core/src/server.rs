@@ -778,6 +778,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     /// next buffer may be of the other size, where the old position means nothing (in
     /// completion scheduling a write can empty the ring while a read is in flight, which
     /// keeps the position for that read until it completes).
+    #[inline]
     fn give_back_block(&mut self, idx: u32) {
         let slot = &mut self.slots[idx as usize];
         let block = slot.block;
