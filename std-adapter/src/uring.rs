@@ -389,7 +389,9 @@ impl Uring {
     }
 
     /// The core's `Send`: `bytes` stay in place until its completion. A wrapped rest is
-    /// asked for next (partial writes are normal).
+    /// asked for next (partial writes are normal): sending both parts as one `SENDMSG`
+    /// cost more server CPU per 64 KiB stream (52 to 63 µs against 49 to 55, three
+    /// alternating rounds) than the extra `SEND` it saves.
     fn send(&mut self, conn: ConnId, bytes: &[u8]) {
         let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
         let entry = opcode::Send::new(types::Fd(self.fd(conn)), bytes.as_ptr(), len)
