@@ -66,6 +66,7 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
         seed: s.seed,
         step,
         what,
+        rerun: "--test completion",
     };
     let capacity = usize::from(s.server.capacity);
     let buffer_size = usize::from(s.server.buffer_size);

@@ -121,14 +121,16 @@ pub struct Failure {
     pub step: u64,
     /// What went wrong.
     pub what: String,
+    /// The cargo test that reruns one seed (`--test sim replay_seed -- --nocapture`).
+    pub rerun: &'static str,
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {} failed at step {}: {}\n  rerun: NBECHO_SEED={} cargo test -p nbecho-tests --test sim replay_seed -- --nocapture",
-            self.seed, self.step, self.what, self.seed
+            "seed {} failed at step {}: {}\n  rerun: NBECHO_SEED={} cargo test -p nbecho-tests {}",
+            self.seed, self.step, self.what, self.seed, self.rerun
         )
     }
 }
@@ -371,6 +373,7 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
         seed: s.seed,
         step,
         what,
+        rerun: "--test sim replay_seed -- --nocapture",
     };
 
     let capacity = usize::from(s.server.capacity);

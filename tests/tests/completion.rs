@@ -18,9 +18,7 @@ fn seeds_pass_with_operations_completing_in_any_order() {
                 reordered += report.reordered;
                 most = most.max(report.most_in_flight);
             }
-            Err(failure) => panic!(
-                "{failure}\n  rerun: NBECHO_SEED={seed} cargo test -p nbecho-tests --test completion\n  schedule: {schedule:#?}"
-            ),
+            Err(failure) => panic!("{failure}\n  schedule: {schedule:#?}"),
         }
     }
     // The runs did what they are for: operations in flight together, completed out of order.
