@@ -21,12 +21,13 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use nbecho_core::{
-    nb, Action, Admission, CloseReason, Config, ConnId, Duration, ErrorKind, InFlight, Instant,
-    LineState, Listener, Scheduling, Server, Slot, Storage, Stream,
+    nb, Action, Admission, CloseReason, ConnId, Duration, ErrorKind, InFlight, Instant, Listener,
+    Scheduling, Server, Stream,
 };
 
 use crate::harness::{
-    serviceable, Bounds, Failure, Fill, SimService, MAX_STEPS, SERVE_WITHIN_TIME,
+    serviceable, sim_config, Bounds, Failure, Fill, SimMemory, SimService, MAX_STEPS,
+    SERVE_WITHIN_TIME,
 };
 use crate::net::{Net, SharedNet, SimListener, SimStream};
 use crate::rng::Rng;
@@ -69,32 +70,15 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
         rerun: "--test completion",
     };
     let capacity = usize::from(s.server.capacity);
-    let buffer_size = usize::from(s.server.buffer_size);
-    let mut slots = vec![Slot::EMPTY; capacity];
-    let mut arena = vec![0u8; usize::from(s.server.buffers) * buffer_size];
-    let large_size = buffer_size * usize::from(s.server.large_factor);
-    let mut large_arena = vec![0u8; usize::from(s.server.large_buffers) * large_size];
+    let mut memory = SimMemory::new(&s.server);
     let mut table = vec![InFlight::EMPTY; capacity];
-    let storage = Storage::new(&mut slots, &mut arena, buffer_size)
-        .and_then(|storage| {
-            if s.server.large_buffers > 0 {
-                storage.with_large_buffers(&mut large_arena, large_size)
-            } else {
-                Ok(storage)
-            }
-        })
-        .and_then(|storage| storage.with_completions(&mut table))
+    let config = sim_config(&s.server, Scheduling::Completion);
+    let (storage, answer, service) = memory
+        .parts(&s.server)
         .map_err(|e| fail(0, format!("storage: {e}")))?;
-    let mut config = Config::default();
-    config.scheduling = Scheduling::Completion;
-    config.idle_timeout = s
-        .server
-        .idle_timeout_ms
-        .map(|t| Duration::from_millis(t.into()));
-    config.visit_budget = s.server.visit_budget.into();
-    config.short_reads_drain = s.server.short_reads_drain;
-    let mut line_states = vec![LineState::NEW; capacity];
-    let (answer, service) = SimService::for_plan(&s.server, &mut line_states);
+    let storage = storage
+        .with_completions(&mut table)
+        .map_err(|e| fail(0, format!("storage: {e}")))?;
     let mut server = Server::new(config, storage, service);
     let bounds = Bounds::new(&config, capacity);
     let mut fairness = Fairness {

@@ -364,6 +364,68 @@ impl Service for SimService<'_> {
     }
 }
 
+/// The configuration a plan asks for, in `scheduling`.
+pub(crate) fn sim_config(plan: &ServerPlan, scheduling: Scheduling) -> Config {
+    let mut config = Config::default();
+    config.scheduling = scheduling;
+    config.idle_timeout = plan
+        .idle_timeout_ms
+        .map(|t| Duration::from_millis(t.into()));
+    config.visit_budget = plan.visit_budget.into();
+    config.short_reads_drain = plan.short_reads_drain;
+    config
+}
+
+/// The memory of a simulated server, made from its plan: slot headers, the small and
+/// large buffer arenas, and the line counters of a `NumberedLines` service.
+pub(crate) struct SimMemory {
+    slots: Vec<Slot>,
+    arena: Vec<u8>,
+    large_arena: Vec<u8>,
+    buffer_size: usize,
+    large_size: usize,
+    lines: Vec<LineState>,
+}
+
+impl SimMemory {
+    pub(crate) fn new(plan: &ServerPlan) -> Self {
+        let capacity = usize::from(plan.capacity);
+        let buffer_size = usize::from(plan.buffer_size);
+        let large_size = buffer_size * usize::from(plan.large_factor);
+        Self {
+            slots: vec![Slot::EMPTY; capacity],
+            arena: vec![0u8; usize::from(plan.buffers) * buffer_size],
+            large_arena: vec![0u8; usize::from(plan.large_buffers) * large_size],
+            buffer_size,
+            large_size,
+            lines: vec![LineState::NEW; capacity],
+        }
+    }
+
+    /// The largest buffer a connection may hold.
+    pub(crate) fn largest_buffer(&self) -> usize {
+        if self.large_arena.is_empty() {
+            self.buffer_size
+        } else {
+            self.buffer_size.max(self.large_size)
+        }
+    }
+
+    /// The core's storage in it, and the service the plan asks for (with what the
+    /// network model answers).
+    pub(crate) fn parts(
+        &mut self,
+        plan: &ServerPlan,
+    ) -> Result<(Storage<'_>, Answer, SimService<'_>), nbecho_core::StorageError> {
+        let mut storage = Storage::new(&mut self.slots, &mut self.arena, self.buffer_size)?;
+        if !self.large_arena.is_empty() {
+            storage = storage.with_large_buffers(&mut self.large_arena, self.large_size)?;
+        }
+        let (answer, service) = SimService::for_plan(plan, &mut self.lines);
+        Ok((storage, answer, service))
+    }
+}
+
 /// Runs the schedule to completion: every client served, then a graceful shutdown until
 /// [`Step::Finished`].
 pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
@@ -377,40 +439,20 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
     };
 
     let capacity = usize::from(s.server.capacity);
-    let buffer_size = usize::from(s.server.buffer_size);
-    let mut slots = vec![Slot::EMPTY; capacity];
-    let mut arena = vec![0u8; usize::from(s.server.buffers) * buffer_size];
-    let large_size = buffer_size * usize::from(s.server.large_factor);
-    let mut large_arena = vec![0u8; usize::from(s.server.large_buffers) * large_size];
     let mut streams: Vec<Option<SimStream>> = (0..capacity).map(|_| None).collect();
-    let mut config = Config::default();
-    config.scheduling = if s.server.readiness {
+    let scheduling = if s.server.readiness {
         Scheduling::Readiness
     } else {
         Scheduling::Polling
     };
-    let idle_timeout = s
-        .server
-        .idle_timeout_ms
-        .map(|t| Duration::from_millis(t.into()));
-    config.idle_timeout = idle_timeout;
-    config.visit_budget = s.server.visit_budget.into();
-    config.short_reads_drain = s.server.short_reads_drain;
-    let mut storage = Storage::new(&mut slots, &mut arena, buffer_size)
-        .map_err(|e| fail(0, format!("storage: {e}")))?;
-    if s.server.large_buffers > 0 {
-        storage = storage
-            .with_large_buffers(&mut large_arena, large_size)
-            .map_err(|e| fail(0, format!("storage: {e}")))?;
-    }
+    let config = sim_config(&s.server, scheduling);
+    let idle_timeout = config.idle_timeout;
+    let mut memory = SimMemory::new(&s.server);
     // The most any connection may buffer.
-    let buffer_size = buffer_size.max(if s.server.large_buffers > 0 {
-        large_size
-    } else {
-        0
-    });
-    let mut line_states = vec![LineState::NEW; capacity];
-    let (answer, service) = SimService::for_plan(&s.server, &mut line_states);
+    let buffer_size = memory.largest_buffer();
+    let (storage, answer, service) = memory
+        .parts(&s.server)
+        .map_err(|e| fail(0, format!("storage: {e}")))?;
     let server = Server::new(config, storage, service);
     let bounds = Bounds::new(server.config(), capacity);
     let net: SharedNet = Net::new(s.seed, s.faults.clone(), &s.clients, answer);
