@@ -193,9 +193,20 @@ fn tag(kind: Kind, conn: ConnId) -> u64 {
         | (u64::from(conn.generation()) & GENERATION_MASK) << (KIND_BITS + 32)
 }
 
-fn untag(data: u64) -> (u64, usize, u64) {
+/// What [`tag`] wrote: the kind (`None` for bits no submission carries), the slot index
+/// and the generation's low bits.
+fn untag(data: u64) -> (Option<Kind>, usize, u64) {
+    let kind = match data & ((1 << KIND_BITS) - 1) {
+        1 => Some(Kind::Accept),
+        2 => Some(Kind::Signals),
+        3 => Some(Kind::Poll),
+        4 => Some(Kind::Recv),
+        5 => Some(Kind::Send),
+        6 => Some(Kind::Cancel),
+        _ => None,
+    };
     (
-        data & ((1 << KIND_BITS) - 1),
+        kind,
         ((data >> KIND_BITS) & u64::from(u32::MAX)) as usize,
         data >> (KIND_BITS + 32),
     )
@@ -456,14 +467,20 @@ impl Uring {
     /// Reports every completion to the core.
     fn reap<S: Service>(&mut self, server: &mut Server<'_, S, FlightTable<'_>>, now: Instant) {
         let mut rearm_signals = false;
+        let mut pause_accept = false;
         let mut polls_ended = Vec::new();
-        {
-            let held = std::mem::take(&mut self.held);
-            for cqe in held.into_iter().chain(self.ring.completion()) {
-                let (kind, index, generation) = untag(cqe.user_data());
-                let result = cqe.result();
-                let more = cqueue::more(cqe.flags());
-                if kind == Kind::Accept as u64 {
+        let held = std::mem::take(&mut self.held);
+        for cqe in held.into_iter().chain(self.ring.completion()) {
+            let (kind, index, generation) = untag(cqe.user_data());
+            let result = cqe.result();
+            let more = cqueue::more(cqe.flags());
+            let conn = || {
+                server
+                    .conn_id(index)
+                    .filter(|c| u64::from(c.generation()) & GENERATION_MASK == generation)
+            };
+            match kind {
+                Some(Kind::Accept) => {
                     if result >= 0 {
                         self.accepted.push_back(Ok(owned_fd(result)));
                     } else if result != -libc::ECANCELED {
@@ -476,70 +493,61 @@ impl Uring {
                         && self.accepting == Accepting::Armed
                     {
                         self.accepting = Accepting::Cancelling;
-                        debug!(
-                            queued = self.accepted.len(),
-                            "accepted connections wait for the core; the multishot accept pauses"
-                        );
-                        polls_ended.push(None);
+                        pause_accept = true;
                     }
                     server.on_listener_ready();
-                    continue;
                 }
-                if kind == Kind::Signals as u64 {
+                Some(Kind::Signals) => {
                     self.signalled += self.signals.take();
                     rearm_signals |= !more;
-                    continue;
                 }
-                let Some(conn) = server
-                    .conn_id(index)
-                    .filter(|c| u64::from(c.generation()) & GENERATION_MASK == generation)
-                else {
-                    // A connection closed since (its poll's cancellation, for one).
-                    continue;
-                };
-                match kind {
-                    k if k == Kind::Poll as u64 => {
-                        if result >= 0 {
-                            let events = result as u32 as i16;
-                            let failed = events & (libc::POLLERR | libc::POLLHUP) != 0;
-                            let readable = events & libc::POLLIN != 0 || failed;
-                            let writable = events & libc::POLLOUT != 0 || failed;
-                            reported(server.on_ready(conn, readable, writable));
-                            if events & libc::POLLRDHUP != 0 {
-                                reported(server.on_read_closed(conn));
-                            }
-                        }
-                        if !more {
-                            // Ended by the kernel (an overflowing completion queue, for
-                            // one) while the connection lives: armed again.
-                            polls_ended.push(Some(conn));
+                // A connection closed since (its poll's cancellation, for one) is `None`.
+                Some(Kind::Poll) => {
+                    let Some(conn) = conn() else { continue };
+                    if result >= 0 {
+                        let events = result as u32 as i16;
+                        let failed = events & (libc::POLLERR | libc::POLLHUP) != 0;
+                        let readable = events & libc::POLLIN != 0 || failed;
+                        let writable = events & libc::POLLOUT != 0 || failed;
+                        reported(server.on_ready(conn, readable, writable));
+                        if events & libc::POLLRDHUP != 0 {
+                            reported(server.on_read_closed(conn));
                         }
                     }
-                    k if k == Kind::Recv as u64 => {
+                    if !more {
+                        // Ended by the kernel (an overflowing completion queue, for one)
+                        // while the connection lives: armed again.
+                        polls_ended.push(conn);
+                    }
+                }
+                Some(Kind::Recv) => {
+                    if let Some(conn) = conn() {
                         reported(server.on_recv(now, conn, outcome(result)));
                     }
-                    k if k == Kind::Send as u64 => {
+                }
+                Some(Kind::Send) => {
+                    if let Some(conn) = conn() {
                         reported(server.on_send(now, conn, outcome(result)));
                     }
-                    _ => {}
                 }
+                Some(Kind::Cancel) | None => {}
             }
         }
-        for ended in polls_ended {
-            match ended {
-                Some(conn) => {
-                    let fd = self.fd(conn);
-                    if fd >= 0 {
-                        self.arm_poll(conn, fd);
-                    }
-                }
-                None => {
-                    let entry = opcode::AsyncCancel::new(Kind::Accept as u64)
-                        .build()
-                        .user_data(Kind::Cancel as u64);
-                    self.push_plain(&entry);
-                }
+        for conn in polls_ended {
+            let fd = self.fd(conn);
+            if fd >= 0 {
+                self.arm_poll(conn, fd);
             }
+        }
+        if pause_accept {
+            debug!(
+                queued = self.accepted.len(),
+                "accepted connections wait for the core; the multishot accept pauses"
+            );
+            let entry = opcode::AsyncCancel::new(Kind::Accept as u64)
+                .build()
+                .user_data(Kind::Cancel as u64);
+            self.push_plain(&entry);
         }
         if rearm_signals {
             self.arm_signals();
