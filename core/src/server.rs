@@ -354,16 +354,8 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             return None;
         }
         let max = self.in_flight[idx as usize].send?;
-        let slot = &self.slots[idx as usize];
-        let (base, ring) = ring(&self.pool, self.service.is_transform(), slot.block);
-        let first = max.min(ring - slot.head);
-        let bytes = self
-            .pool
-            .bytes(self.pool.range(slot.block, base + slot.head, first));
-        let wrapped = self
-            .pool
-            .bytes(self.pool.range(slot.block, base, max - first));
-        Some((bytes, wrapped))
+        let (bytes, wrapped) = self.output(idx, max);
+        Some((self.pool.bytes(bytes), self.pool.bytes(wrapped)))
     }
 
     /// True once [`begin_shutdown`](Self::begin_shutdown) was called.
@@ -570,14 +562,9 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         // (In completion scheduling a read or write in flight keeps its direction marked
         // not ready: no second one is asked for.)
         if slot.len > 0 && slot.writable && state.may_send() {
-            // The oldest pending bytes up to the end of the ring, then the rest from its
-            // start (one vectored write where the transport has them).
-            let (base, ring) = ring(&self.pool, self.service.is_transform(), slot.block);
-            let first = slot.len.min(ring - slot.head);
-            let range = self.pool.range(slot.block, base + slot.head, first);
-            let wrapped = self.pool.range(slot.block, base, slot.len - first);
-            self.visit_ops += 1;
             let max = slot.len;
+            let (range, wrapped) = self.output(idx, max);
+            self.visit_ops += 1;
             self.ask(Pending::Send { conn, max });
             return Some(Plan::Send(conn, range, wrapped));
         }
@@ -772,6 +759,19 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             && slot.state.is_some_and(ConnState::may_recv)
             && self.buffer_waiters.front().is_none()
             && self.pool.is_large(slot.block) == (slot.bulk && self.pool.large_size().is_some())
+    }
+
+    /// Where the oldest `len` pending bytes of `idx` are: up to the end of its ring, then
+    /// the rest from the ring's start (one vectored write where the transport has them).
+    #[inline]
+    fn output(&self, idx: u32, len: u32) -> (core::ops::Range<usize>, core::ops::Range<usize>) {
+        let slot = &self.slots[idx as usize];
+        let (base, ring) = ring(&self.pool, self.service.is_transform(), slot.block);
+        let first = len.min(ring - slot.head);
+        (
+            self.pool.range(slot.block, base + slot.head, first),
+            self.pool.range(slot.block, base, len - first),
+        )
     }
 
     /// A live connection gives back its empty buffer. Its ring starts again at 0: the
