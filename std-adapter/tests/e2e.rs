@@ -199,13 +199,7 @@ fn the_interactive_client_notices_a_refusal_without_input() {
     let (mut child, _stdin) = silent_interactive_client(&server.addr.to_string());
     let status =
         exits_within(&mut child, Duration::from_secs(3)).expect("the client noticed nothing");
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = common::stderr_of(&mut child);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("the server closed the connection"),
@@ -263,13 +257,7 @@ fn a_piped_client_whose_reader_goes_away_stops_quietly() {
     assert_eq!(&first, b"HELLO\n");
     drop(stdout);
     let status = exits_within(&mut child, Duration::from_secs(5)).expect("the client hung");
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = common::stderr_of(&mut child);
     assert_eq!(
         status.signal(),
         Some(13),
@@ -700,13 +688,7 @@ fn quiet_logs_nothing_for_normal_traffic() {
             .status()
             .unwrap();
         let status = child.wait().unwrap();
-        let mut stderr = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
+        let stderr = common::stderr_of(&mut child);
         assert!(status.success());
         assert_eq!(stderr, "");
         return;

@@ -74,6 +74,18 @@ pub(crate) fn skipped(driver: &str) -> bool {
     false
 }
 
+/// All a finished child wrote to its piped stderr.
+pub(crate) fn stderr_of(child: &mut Child) -> String {
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr is piped")
+        .read_to_string(&mut stderr)
+        .expect("stderr is UTF-8");
+    stderr
+}
+
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_nbecho");
 pub(crate) const LIMIT: Duration = Duration::from_secs(20);
 
