@@ -190,6 +190,11 @@ const LARGE: u32 = 1 << 31;
 pub(crate) struct Buffers<'a> {
     small: Pool<'a>,
     large: Option<Pool<'a>>,
+    /// Copies of what the hot path asks of the large pool (its block size, and where its
+    /// ranges start), so that finding a block's bytes is a select, not an `Option` match.
+    /// 0 without a large pool, whose block ids never carry [`LARGE`].
+    large_size: u32,
+    large_base: usize,
 }
 
 impl core::fmt::Debug for Buffers<'_> {
@@ -203,7 +208,13 @@ impl core::fmt::Debug for Buffers<'_> {
 
 impl<'a> Buffers<'a> {
     pub(crate) fn new(small: Pool<'a>) -> Self {
-        Self { small, large: None }
+        let large_base = small.arena.len();
+        Self {
+            small,
+            large: None,
+            large_size: 0,
+            large_base,
+        }
     }
 
     /// Adds the large class; its blocks must be larger than the small ones.
@@ -215,8 +226,9 @@ impl<'a> Buffers<'a> {
             return Err(StorageError::TooLarge);
         }
         Ok(Self {
-            small: self.small,
+            large_size: large.block_size,
             large: Some(large),
+            ..self
         })
     }
 
@@ -246,9 +258,10 @@ impl<'a> Buffers<'a> {
     /// Bytes in block `block`.
     #[inline]
     pub(crate) fn capacity(&self, block: u32) -> u32 {
-        match &self.large {
-            Some(large) if block & LARGE != 0 => large.block_size,
-            _ => self.small.block_size,
+        if block & LARGE != 0 {
+            self.large_size
+        } else {
+            self.small.block_size
         }
     }
 
@@ -283,19 +296,23 @@ impl<'a> Buffers<'a> {
     /// The range of `len` bytes at `offset` inside `block`.
     #[inline]
     pub(crate) fn range(&self, block: u32, offset: u32, len: u32) -> core::ops::Range<usize> {
-        match &self.large {
-            Some(large) if block & LARGE != 0 => {
-                let base = self.small.arena.len();
-                let r = large.range(block & !LARGE, offset, len);
-                base + r.start..base + r.end
-            }
-            _ => self.small.range(block, offset, len),
-        }
+        debug_assert!(
+            offset as usize + len as usize <= self.capacity(block) as usize,
+            "bytes {offset}..+{len} are outside a block of {}",
+            self.capacity(block)
+        );
+        let (base, index) = if block & LARGE != 0 {
+            (self.large_base, block & !LARGE)
+        } else {
+            (0, block)
+        };
+        let start = base + index as usize * self.capacity(block) as usize + offset as usize;
+        start..start + len as usize
     }
 
     #[inline]
     pub(crate) fn bytes(&self, range: core::ops::Range<usize>) -> &[u8] {
-        let base = self.small.arena.len();
+        let base = self.large_base;
         match &self.large {
             Some(large) if range.start >= base => large.bytes(range.start - base..range.end - base),
             _ => self.small.bytes(range),
@@ -304,7 +321,7 @@ impl<'a> Buffers<'a> {
 
     #[inline]
     pub(crate) fn bytes_mut(&mut self, range: core::ops::Range<usize>) -> &mut [u8] {
-        let base = self.small.arena.len();
+        let base = self.large_base;
         match &mut self.large {
             Some(large) if range.start >= base => {
                 large.bytes_mut(range.start - base..range.end - base)
