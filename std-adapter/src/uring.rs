@@ -584,3 +584,114 @@ fn close(stream: TcpStream, reason: CloseReason) {
         let _ = socket2::SockRef::from(&stream).set_linger(Some(StdDuration::ZERO));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::serve::DriverKind;
+
+    /// A burst of connections that the core does not take at once fills the accepted
+    /// queue: past [`ACCEPT_QUEUE`] the multishot accept is cancelled, and once the core
+    /// has taken the queue it is armed again, so every connection is admitted, those of
+    /// the burst and those that come after it.
+    /// (The end-to-end burst test reaches this pause only when timing allows; here the
+    /// whole burst waits in the kernel's backlog before the first reap.)
+    #[test]
+    fn a_burst_past_the_accept_queue_pauses_accepting_and_loses_no_connection() {
+        // On a thread of its own: closing the check's ring disturbs its thread (`check`).
+        if !std::thread::spawn(is_available).join().expect("the check") {
+            eprintln!("skipped: io_uring is unavailable here");
+            return;
+        }
+        let burst = ACCEPT_QUEUE * 3;
+        let options = Options {
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            max_conns: burst + 8,
+            buffer_size: 4096,
+            buffers: burst + 8,
+            large_buffer_size: 65536,
+            large_buffers: 0,
+            idle_timeout: None,
+            shutdown_timeout: StdDuration::from_secs(1),
+            mode: Protocol::Upper,
+            driver: DriverKind::Uring,
+            threads: 1,
+        };
+        let listener = TcpListener::bind(options.listen).expect("a listener");
+        let addr = listener.local_addr().expect("its address");
+        // Each handshake completes in the backlog, before anything is accepted.
+        let clients: Vec<TcpStream> = (0..burst)
+            .map(|_| TcpStream::connect(addr).expect("a connection"))
+            .collect();
+
+        let mut memory = Memory::new(&options);
+        let mut flights = vec![InFlight::EMPTY; options.max_conns];
+        let storage = memory
+            .storage(&options)
+            .expect("storage")
+            .with_completions(&mut flights)
+            .expect("a flight table");
+        let config = config(&options, Scheduling::Completion);
+        let mut server = Server::new(config, storage, Mode::Upper);
+        let mut io = Uring::new(listener, options.max_conns).expect("a ring");
+        let clock = Clock::new();
+        let soon = |clock: &Clock| Some(clock.now() + nbecho_core::Duration::from_millis(10));
+
+        // Completions are reaped, but the core takes no connection yet.
+        for _ in 0..200 {
+            if io.accepting != Accepting::Armed {
+                break;
+            }
+            io.wait(&clock, soon(&clock));
+            io.reap(&mut server, clock.now());
+        }
+        assert_ne!(
+            io.accepting,
+            Accepting::Armed,
+            "{} connections queued and accepting not paused",
+            io.accepted.len()
+        );
+        assert!(io.accepted.len() >= ACCEPT_QUEUE, "{}", io.accepted.len());
+
+        // The core takes them all, then accepting resumes: clients that come after the
+        // burst are admitted too.
+        let mut control = Control::default();
+        let later = 8;
+        let mut clients_later = Vec::new();
+        let deadline = std::time::Instant::now() + StdDuration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let accepted = server.stats().accepted;
+            if accepted == (burst + later) as u64 {
+                break;
+            }
+            if accepted == burst as u64 && clients_later.is_empty() {
+                clients_later = (0..later)
+                    .map(|_| TcpStream::connect(addr).expect("a connection"))
+                    .collect();
+            }
+            let now = clock.now();
+            match server.poll(now) {
+                Action::Accept => io.accept(&mut server, &mut control, &options, now),
+                // A new connection is tried once (a read that finds nothing).
+                Action::Recv { conn, buf } => io.recv(conn, buf),
+                Action::Wait { .. } => {
+                    io.wait(&clock, soon(&clock));
+                    io.reap(&mut server, clock.now());
+                }
+                Action::Send { conn, .. } => panic!("{conn}: a send, but nothing was read"),
+                other => panic!("unexpected {other:?}: the clients are silent"),
+            }
+        }
+        assert_eq!(
+            server.stats().accepted,
+            (burst + later) as u64,
+            "connections admitted (accepting: {:?})",
+            io.accepting
+        );
+        assert_eq!(server.stats().refused, 0);
+        assert!(io.accepted.is_empty());
+        drop((clients, clients_later));
+    }
+}
