@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration as StdDuration;
 
 use nbecho_core::{
-    Config, ConnId, Driver, Duration, Instant, LineState, Mode, NumberedLines, Scheduling, Server,
-    Service, Slot, Stats, Step, Storage, StorageError,
+    Config, ConnId, Driver, Duration, Instant, Scheduling, Server, Service, Slot, Stats, Step,
+    Storage, StorageError,
 };
 use tracing::{debug, info, warn};
 
@@ -53,12 +53,12 @@ pub struct Options {
 /// What the server answers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Protocol {
-    /// An echo, ASCII letters uppercased (the core's [`Mode::Upper`]).
+    /// An echo, ASCII letters uppercased (the core's [`Mode::Upper`](nbecho_core::Mode::Upper)).
     #[default]
     Upper,
-    /// A plain echo ([`Mode::Echo`]).
+    /// A plain echo ([`Mode::Echo`](nbecho_core::Mode::Echo)).
     Echo,
-    /// Numbered lines ([`NumberedLines`]): `1: first line`, ..., `bye` and a close on
+    /// Numbered lines ([`NumberedLines`](nbecho_core::NumberedLines)): `1: first line`, ..., `bye` and a close on
     /// `quit`.
     Lines,
 }
@@ -405,20 +405,9 @@ fn serve_tokio(
             log_stop_requests(asked, &mut announced, options.shutdown_timeout, None);
             u32::try_from(asked).unwrap_or(u32::MAX)
         };
-        let mut lines = Vec::new();
-        let served = match options.mode {
-            Protocol::Upper => {
-                crate::tokio::serve_until(listener, &tokio_options, Mode::Upper, requests).await
-            }
-            Protocol::Echo => {
-                crate::tokio::serve_until(listener, &tokio_options, Mode::Echo, requests).await
-            }
-            Protocol::Lines => {
-                lines.resize(options.max_conns, LineState::NEW);
-                let service = NumberedLines::new(&mut lines);
-                crate::tokio::serve_until(listener, &tokio_options, service, requests).await
-            }
-        };
+        let served = with_service!(options, |service| {
+            crate::tokio::serve_until(listener, &tokio_options, service, requests).await
+        });
         let stats = served.map_err(Error::Storage)?;
         info!(%stats, "stopped");
         Ok(Outcome {
@@ -558,23 +547,43 @@ impl Io for Epoll {
     }
 }
 
-/// [`serve`] with the service the options ask for (each its own monomorphic loop).
+/// Evaluates `$body` with `$service` bound to the service that `$options.mode` asks for,
+/// so that each driver loop is compiled once per service (a transform's branches compile
+/// away). A macro rather than a function taking a closure: the loop is generic over the
+/// service, and one body is an `async` block's.
+macro_rules! with_service {
+    ($options:expr, |$service:ident| $body:expr) => {
+        match $options.mode {
+            $crate::serve::Protocol::Upper => {
+                let $service = ::nbecho_core::Mode::Upper;
+                $body
+            }
+            $crate::serve::Protocol::Echo => {
+                let $service = ::nbecho_core::Mode::Echo;
+                $body
+            }
+            $crate::serve::Protocol::Lines => {
+                // A line counter per connection, made once like the rest of the memory.
+                let mut lines = vec![::nbecho_core::LineState::NEW; $options.max_conns];
+                let $service = ::nbecho_core::NumberedLines::new(&mut lines);
+                $body
+            }
+        }
+    };
+}
+#[cfg(all(feature = "uring", target_os = "linux"))]
+pub(crate) use with_service;
+
+/// [`serve`] with the service the options ask for.
 fn serve_as<I: Io>(
     options: &Options,
     stop: &AtomicBool,
     io: I,
     listener: NetListener<I::Raw>,
 ) -> Result<Outcome, Error> {
-    match options.mode {
-        Protocol::Upper => serve(options, stop, io, listener, Mode::Upper),
-        Protocol::Echo => serve(options, stop, io, listener, Mode::Echo),
-        Protocol::Lines => {
-            // A line counter per connection, made once like the rest of the memory.
-            let mut lines = vec![LineState::NEW; options.max_conns];
-            let service = NumberedLines::new(&mut lines);
-            serve(options, stop, io, listener, service)
-        }
-    }
+    with_service!(options, |service| serve(
+        options, stop, io, listener, service
+    ))
 }
 
 /// The driver loop: the core's steps, the driver's waits, logs and shutdown.

@@ -34,14 +34,14 @@ use std::time::Duration as StdDuration;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use nbecho_core::{
     nb, Action, Admission, CloseReason, ConnId, ErrorKind, FlightTable, InFlight, Instant,
-    LineState, Mode, NumberedLines, ReportError, Scheduling, Server, Service,
+    ReportError, Scheduling, Server, Service,
 };
 use tracing::{debug, warn};
 
 use crate::clock::Clock;
 use crate::serve::{
-    config, log_accepted, log_closed, log_shutdown, Control, Error, Memory, Options, Outcome, Pace,
-    Protocol, SignalPipe, MAX_NAP,
+    config, log_accepted, log_closed, log_shutdown, with_service, Control, Error, Memory, Options,
+    Outcome, Pace, SignalPipe, MAX_NAP,
 };
 
 /// Serves `listener` with io_uring until a stop request, as [`crate::serve::run`] does
@@ -51,14 +51,7 @@ pub(crate) fn serve(
     stop: &AtomicBool,
     listener: std::net::TcpListener,
 ) -> Result<Outcome, Error> {
-    match options.mode {
-        Protocol::Upper => run(options, stop, listener, Mode::Upper),
-        Protocol::Echo => run(options, stop, listener, Mode::Echo),
-        Protocol::Lines => {
-            let mut lines = vec![LineState::NEW; options.max_conns];
-            run(options, stop, listener, NumberedLines::new(&mut lines))
-        }
-    }
+    with_service!(options, |service| run(options, stop, listener, service))
 }
 
 /// Whether this kernel lets the driver run (io_uring present, allowed, Linux 6.0 or
@@ -590,7 +583,7 @@ mod tests {
     use std::net::TcpListener;
 
     use super::*;
-    use crate::serve::DriverKind;
+    use crate::serve::{DriverKind, Protocol};
 
     /// A burst of connections that the core does not take at once fills the accepted
     /// queue: past [`ACCEPT_QUEUE`] the multishot accept is cancelled, and once the core
@@ -634,7 +627,7 @@ mod tests {
             .with_completions(&mut flights)
             .expect("a flight table");
         let config = config(&options, Scheduling::Completion);
-        let mut server = Server::new(config, storage, Mode::Upper);
+        let mut server = Server::new(config, storage, nbecho_core::Mode::Upper);
         let mut io = Uring::new(listener, options.max_conns).expect("a ring");
         let clock = Clock::new();
         let soon = |clock: &Clock| Some(clock.now() + nbecho_core::Duration::from_millis(10));
