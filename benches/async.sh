@@ -16,17 +16,7 @@ BIN=target/release
 PORT=9950
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
-start() {
-    PORT=$((PORT + 1))
-    case $1 in
-        async) taskset -c 0 "$BIN/examples/async_tokio_echo" "127.0.0.1:$PORT" >/dev/null & ;;
-        tokio) taskset -c 0 "$BIN/tokio-echo" "127.0.0.1:$PORT" >/dev/null & ;;
-    esac
-    PID=$!
-    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && return; sleep 0.05; done
-    echo "$1 did not start" >&2; exit 1
-}
-field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(*(d[k] for k in sys.argv[1:]))' "$@"; }
+source benches/common.sh
 
 printf '| round | conns × bytes | server | msgs/s | server CPU µs/msg |\n|---|---|---|---|---|\n'
 for round in $(seq "$ROUNDS"); do

@@ -23,30 +23,14 @@ echo "== criterion: the core's cost per message with 1,000 to 1,000,000 connecti
 cargo bench -q -p nbecho-core --bench scale -- --warm-up-time 1 --measurement-time 3 >/dev/null 2>&1
 
 PORT=9300
-start() { # name [nbecho flags] -> sets PID and PORT
-    PORT=$((PORT + 1))
-    local addr=127.0.0.1:$PORT name=$1
-    shift
-    case $name in
-        poll|epoll) taskset -c 0 "$BIN/nbecho" serve -q --listen "$addr" --driver "$name" \
-                        --max-conns $((IDLE_CONNS + 2000)) --idle-timeout 0 "$@" & ;;
-        ntokio) taskset -c 0 "$BIN/nbecho" serve -q --listen "$addr" --driver tokio \
-                        --max-conns $((IDLE_CONNS + 2000)) --idle-timeout 0 "$@" & ;;
-        mio)   taskset -c 0 "$BIN/mio-echo" "$addr" >/dev/null & ;;
-        tokio) taskset -c 0 "$BIN/tokio-echo" "$addr" >/dev/null & ;;
-    esac
-    PID=$!
-    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && return; sleep 0.05; done
-    echo "$name did not start" >&2; exit 1
-}
+source benches/common.sh
 bench() { taskset -c 1 "$BIN/nbecho" bench --connect 127.0.0.1:$PORT --json --server-pid "$PID" "$@"; }
-cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f\n", s}'; }
 rss_kib() { awk '/VmRSS/ {print $2}' /proc/"$1"/status; }
 
 SCENARIOS=("1 64 pingpong" "64 64 pingpong" "64 1024 pingpong" "1000 64 pingpong" "1000 1024 pingpong" "1 65536 stream" "4 65536 stream")
 for server in poll epoll ntokio mio tokio; do
     echo "== $server" >&2
-    start "$server"
+    start "$server" --max-conns $((IDLE_CONNS + 2000))
     for scenario in "${SCENARIOS[@]}"; do
         read -r conns size mode <<<"$scenario"
         echo "   $conns conns, $size B, $mode" >&2
@@ -81,7 +65,7 @@ done
 # The stream again without large buffers: only the small 4 KiB ones.
 for server in poll epoll; do
     echo "== $server, no large buffers" >&2
-    start "$server" --large-buffers 0
+    start "$server" --max-conns $((IDLE_CONNS + 2000)) --large-buffers 0
     bench --conns 4 --size 65536 --mode stream --duration "$DURATION" > "$OUT/$server-small-4-65536-stream.json"
     kill "$PID"; wait "$PID" 2>/dev/null || true
 done

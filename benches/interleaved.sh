@@ -14,16 +14,7 @@ BIN=target/release
 PORT=9850
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
-start() {
-    PORT=$((PORT + 1))
-    case $1 in
-        epoll) taskset -c 0 "$BIN/nbecho" serve -q -l "$PORT" -d epoll --idle-timeout 0 & ;;
-        mio) taskset -c 0 "$BIN/mio-echo" "127.0.0.1:$PORT" >/dev/null & ;;
-    esac
-    PID=$!
-    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && return; sleep 0.05; done
-}
-field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+source benches/common.sh
 
 printf '| round | server | first echo p50 µs (8 streams) | server CPU µs per 64 KiB (4 streams) |\n|---|---|---|---|\n'
 for round in $(seq "$ROUNDS"); do

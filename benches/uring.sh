@@ -20,17 +20,7 @@ PORT=9750
 OUT=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
 
-start() {
-    PORT=$((PORT + 1))
-    case $1 in
-        uring|epoll) taskset -c 0 "$BIN/nbecho" serve -q -l "$PORT" -d "$1" --idle-timeout 0 & ;;
-        mio) taskset -c 0 "$BIN/mio-echo" "127.0.0.1:$PORT" >/dev/null & ;;
-    esac
-    PID=$!
-    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && return; sleep 0.05; done
-    echo "$1 did not start" >&2; exit 1
-}
-cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f\n", s}'; }
+source benches/common.sh
 
 IFS=';' read -ra scenarios <<<"$SCENARIOS"
 for round in $(seq "$ROUNDS"); do
