@@ -16,6 +16,33 @@ use crate::arena::Arena;
 use crate::clock::Clock;
 use crate::net::{self, Accept, MioListener, MioStream, NetListener, NetStream};
 
+/// Evaluates `$body` with `$service` bound to the service that `$options.mode` asks for,
+/// so that each driver loop is compiled once per service (a transform's branches compile
+/// away). A macro rather than a function taking a closure: the loop is generic over the
+/// service, and one body is an `async` block's.
+macro_rules! with_service {
+    ($options:expr, |$service:ident| $body:expr) => {
+        match $options.mode {
+            $crate::serve::Protocol::Upper => {
+                let $service = ::nbecho_core::Mode::Upper;
+                $body
+            }
+            $crate::serve::Protocol::Echo => {
+                let $service = ::nbecho_core::Mode::Echo;
+                $body
+            }
+            $crate::serve::Protocol::Lines => {
+                // A line counter per connection, made once like the rest of the memory.
+                let mut lines = vec![::nbecho_core::LineState::NEW; $options.max_conns];
+                let $service = ::nbecho_core::NumberedLines::new(&mut lines);
+                $body
+            }
+        }
+    };
+}
+#[cfg(all(feature = "uring", target_os = "linux"))]
+pub(crate) use with_service;
+
 /// The most buffer memory `serve` reserves (address space; pages are committed only when
 /// used). Past this, asking is almost certainly a typo, and an allocation failure would
 /// abort the process instead of giving a clear error.
@@ -546,33 +573,6 @@ impl Io for Epoll {
         std::mem::take(&mut self.signalled)
     }
 }
-
-/// Evaluates `$body` with `$service` bound to the service that `$options.mode` asks for,
-/// so that each driver loop is compiled once per service (a transform's branches compile
-/// away). A macro rather than a function taking a closure: the loop is generic over the
-/// service, and one body is an `async` block's.
-macro_rules! with_service {
-    ($options:expr, |$service:ident| $body:expr) => {
-        match $options.mode {
-            $crate::serve::Protocol::Upper => {
-                let $service = ::nbecho_core::Mode::Upper;
-                $body
-            }
-            $crate::serve::Protocol::Echo => {
-                let $service = ::nbecho_core::Mode::Echo;
-                $body
-            }
-            $crate::serve::Protocol::Lines => {
-                // A line counter per connection, made once like the rest of the memory.
-                let mut lines = vec![::nbecho_core::LineState::NEW; $options.max_conns];
-                let $service = ::nbecho_core::NumberedLines::new(&mut lines);
-                $body
-            }
-        }
-    };
-}
-#[cfg(all(feature = "uring", target_os = "linux"))]
-pub(crate) use with_service;
 
 /// [`serve`] with the service the options ask for.
 fn serve_as<I: Io>(
