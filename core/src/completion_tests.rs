@@ -334,3 +334,53 @@ fn readiness_during_a_read_in_flight_is_kept_for_after_it() {
     s.on_recv(t0, c, Err(nb::Error::WouldBlock)).unwrap();
     assert_eq!(recv(&mut s), None);
 }
+
+/// A graceful stop that begins while a read is in flight: in a real transport that read
+/// may already have taken bytes from the peer, so they are answered before the FIN. The
+/// server waits for the read, sends its bytes, and only then shuts down.
+#[test]
+fn a_stop_waits_for_the_read_in_flight_and_answers_it_before_the_fin() {
+    let (mut s, c) = one_connection(None);
+    let t0 = Instant::ZERO;
+    s.on_ready(c, true, true).unwrap();
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        assert!(polls < 10);
+        match s.poll(t0) {
+            Action::Recv { conn, .. } if conn == c => break,
+            Action::Accept => s.on_accept_error(t0, nb::Error::WouldBlock).unwrap(),
+            Action::Wait { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    s.begin_shutdown(t0 + Duration::from_secs(5));
+    // The read is in flight: no FIN yet, whatever is polled.
+    for _ in 0..5 {
+        match s.poll(t0) {
+            Action::Wait { .. } => {}
+            other => panic!("{other:?} while the read is in flight"),
+        }
+    }
+    s.in_flight_recv(c).unwrap()[..3].copy_from_slice(b"abc");
+    s.on_recv(t0, c, Ok(3)).unwrap();
+    let mut sent = Vec::new();
+    loop {
+        match s.poll(t0) {
+            Action::Send { conn, bytes, .. } => {
+                assert_eq!(conn, c);
+                sent.extend_from_slice(bytes);
+                let n = bytes.len();
+                s.on_send(t0, c, Ok(n)).unwrap();
+            }
+            Action::Shutdown { conn } => {
+                assert_eq!(conn, c);
+                break;
+            }
+            Action::Wait { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(sent, b"ABC", "the bytes read are answered before the FIN");
+    assert_eq!(s.stats().bytes_discarded, 0);
+}

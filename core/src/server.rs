@@ -568,6 +568,13 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             self.ask(Pending::Send { conn, max });
             return Some(Plan::Send(conn, range, wrapped));
         }
+        if state == ConnState::Draining && self.reading(idx) {
+            // A read in flight when the stop began (completion scheduling) may bring
+            // bytes already taken from the peer: they are answered before the FIN, so it
+            // waits for that read (its completion queues the connection again).
+            return None;
+        }
+        let slot = &mut self.slots[idx as usize];
         if slot.len == 0 && matches!(state, ConnState::PeerClosed | ConnState::Draining) {
             // Everything is flushed: FIN. After the peer's FIN there is nothing left to
             // read, so close; otherwise linger until the peer's FIN.

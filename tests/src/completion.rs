@@ -99,6 +99,13 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
     let mut report = CompletionReport::default();
     let mut now = Instant::ZERO;
     let mut shutting_down = false;
+    // NBECHO_TRACE=1 prints every step, for replaying a failure (as the main harness does).
+    let print_trace = std::env::var_os("NBECHO_TRACE").is_some();
+    let trace = |step: u64, what: std::fmt::Arguments<'_>| {
+        if print_trace {
+            eprintln!("{step:>7} {what}");
+        }
+    };
 
     while step < MAX_STEPS {
         step += 1;
@@ -124,6 +131,10 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
                 .find(|(_, st)| st.as_ref().is_some_and(|st| st.client == client))
                 .and_then(|(index, _)| server.conn_id(index));
             if let Some(conn) = conn {
+                trace(
+                    step,
+                    format_args!("ready {conn} r={readable} w={writable} fin={read_closed}"),
+                );
                 server
                     .on_ready(conn, readable, writable)
                     .map_err(|e| fail(step, format!("on_ready: {e}")))?;
@@ -170,6 +181,7 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
                         return Err(fail(step, format!("{conn}: its read's buffer moved")));
                     }
                     let outcome = stream.read(&mut (), buf);
+                    trace(step, format_args!("recv {conn} done: {outcome:?}"));
                     if outcome == Ok(0) {
                         fairness.eof_read[stream.client] = true;
                     }
@@ -185,6 +197,7 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
                         return Err(fail(step, format!("{conn}: its write's bytes moved")));
                     }
                     let outcome = stream.write_vectored(&mut (), bytes, wrapped);
+                    trace(step, format_args!("send {conn} done: {outcome:?}"));
                     server
                         .on_send(now, conn, outcome)
                         .map_err(|e| fail(step, format!("on_send({conn}): {e}")))?;
@@ -193,6 +206,9 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
             continue;
         }
         let action = server.poll(now);
+        if !matches!(action, Action::Wait { .. }) || print_trace {
+            trace(step, format_args!("{}", describe(&action)));
+        }
         if let Some(conn) = action_conn(&action) {
             fairness.served(streams[conn.index()].as_ref().map(|st| st.client));
         } else if action == Action::Accept {
@@ -306,6 +322,19 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
 fn places(bytes: &[u8], wrapped: &[u8]) -> [(usize, usize); 2] {
     let place = |b: &[u8]| (if b.is_empty() { 0 } else { b.as_ptr() as usize }, b.len());
     [place(bytes), place(wrapped)]
+}
+
+/// An action in a trace line (a `Recv`'s or `Send`'s length, not its bytes).
+fn describe(action: &Action<'_>) -> String {
+    match action {
+        Action::Recv { conn, buf } => format!("asks Recv {conn} ({} B)", buf.len()),
+        Action::Send {
+            conn,
+            bytes,
+            wrapped,
+        } => format!("asks Send {conn} ({} + {} B)", bytes.len(), wrapped.len()),
+        other => format!("asks {other:?}"),
+    }
 }
 
 /// The connection an action names, if any.

@@ -6,9 +6,10 @@ use nbecho_tests::{run_completion, Schedule};
 
 #[test]
 fn seeds_pass_with_operations_completing_in_any_order() {
-    let seeds: Vec<u64> = match std::env::var("NBECHO_SEED") {
-        Ok(seed) => vec![seed.parse().expect("NBECHO_SEED is a number")],
-        Err(_) => (0..1000).collect(),
+    let replay = std::env::var("NBECHO_SEED").ok();
+    let seeds: Vec<u64> = match &replay {
+        Some(seed) => vec![seed.parse().expect("NBECHO_SEED is a number")],
+        None => (0..1000).collect(),
     };
     let (mut reordered, mut most) = (0, 0);
     for seed in seeds {
@@ -20,6 +21,9 @@ fn seeds_pass_with_operations_completing_in_any_order() {
             }
             Err(failure) => panic!("{failure}\n  schedule: {schedule:#?}"),
         }
+    }
+    if replay.is_some() {
+        return; // one seed replayed: what the whole set covers is not its question
     }
     // The runs did what they are for: operations in flight together, completed out of order.
     assert!(most >= 4, "at most {most} operations in flight at once");
