@@ -2,7 +2,11 @@
 //! [`run`](crate::run), with a server in [`Scheduling::Completion`] whose reads and writes
 //! are submitted now and complete later, in random order across connections (a read of
 //! one connection, a write of another, the write of the first...), the way io_uring
-//! completes them.
+//! completes them. Half of the reads and writes, at random, are performed when they are
+//! submitted and only reported later (what io_uring does with `MSG_DONTWAIT`: the kernel
+//! reads or writes within the call that submits, and the completion is reaped after);
+//! the others are performed when they complete (an operation that waits in the kernel).
+//! A cancel stops only an operation not yet performed.
 //!
 //! The network's own oracles hold as in the other modes (every byte written is a prefix
 //! of what the server owes for what it read; no write after a shutdown; no clean close
@@ -21,8 +25,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use nbecho_core::{
-    nb, Action, Admission, CloseReason, ConnId, Duration, ErrorKind, InFlight, Instant, Listener,
-    Scheduling, Server, Stream,
+    nb, Action, Admission, CloseReason, ConnId, ConnState, Duration, ErrorKind, InFlight, Instant,
+    Listener, Scheduling, Server, Stream,
 };
 
 use crate::harness::{
@@ -96,6 +100,10 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
     // Where each operation in flight was lent its memory: (address, length) of `buf`, or
     // of `bytes` and of `wrapped` (empty ones compare by length only).
     let mut lent_at: HashMap<Op, [(usize, usize); 2]> = HashMap::new();
+    // Operations performed when submitted, with their outcome, not reported yet.
+    let mut performed: HashMap<Op, nb::Result<usize, ErrorKind>> = HashMap::new();
+    // Bytes read for connections already closing, which the core discards (not `bytes_in`).
+    let mut read_while_closing = 0u64;
     let mut report = CompletionReport::default();
     let mut now = Instant::ZERO;
     let mut shutting_down = false;
@@ -180,8 +188,14 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
                     if lent != Some([(buf.as_ptr() as usize, buf.len()), (0, 0)]) {
                         return Err(fail(step, format!("{conn}: its read's buffer moved")));
                     }
-                    let outcome = stream.read(&mut (), buf);
+                    let outcome = match performed.remove(&op) {
+                        Some(outcome) => outcome,
+                        None => stream.read(&mut (), buf),
+                    };
                     trace(step, format_args!("recv {conn} done: {outcome:?}"));
+                    if server.conn_state(conn) == Ok(ConnState::Closing) {
+                        read_while_closing += outcome.map_or(0, |n| n as u64);
+                    }
                     if outcome == Ok(0) {
                         fairness.eof_read[stream.client] = true;
                     }
@@ -196,7 +210,10 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
                     if lent != Some(places(bytes, wrapped)) {
                         return Err(fail(step, format!("{conn}: its write's bytes moved")));
                     }
-                    let outcome = stream.write_vectored(&mut (), bytes, wrapped);
+                    let outcome = match performed.remove(&op) {
+                        Some(outcome) => outcome,
+                        None => stream.write_vectored(&mut (), bytes, wrapped),
+                    };
                     trace(step, format_args!("send {conn} done: {outcome:?}"));
                     server
                         .on_send(now, conn, outcome)
@@ -236,6 +253,13 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
                 }
                 in_flight.push(Op::Recv(conn));
                 lent_at.insert(Op::Recv(conn), [(buf.as_ptr() as usize, buf.len()), (0, 0)]);
+                if rng.chance(50) {
+                    if let Some(stream) = streams[conn.index()].as_mut() {
+                        let outcome = stream.read(&mut (), buf);
+                        trace(step, format_args!("recv {conn} performed: {outcome:?}"));
+                        performed.insert(Op::Recv(conn), outcome);
+                    }
+                }
             }
             Action::Send {
                 conn,
@@ -247,6 +271,13 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
                 }
                 in_flight.push(Op::Send(conn));
                 lent_at.insert(Op::Send(conn), places(bytes, wrapped));
+                if rng.chance(50) {
+                    if let Some(stream) = streams[conn.index()].as_mut() {
+                        let outcome = stream.write_vectored(&mut (), bytes, wrapped);
+                        trace(step, format_args!("send {conn} performed: {outcome:?}"));
+                        performed.insert(Op::Send(conn), outcome);
+                    }
+                }
             }
             Action::Cancel { conn } => {
                 // Cancelled: each reports that it was interrupted, before doing anything.
@@ -254,9 +285,17 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
                     if let Some(k) = in_flight.iter().position(|&o| o == op) {
                         in_flight.remove(k);
                         lent_at.remove(&op);
-                        let cancelled = Err(nb::Error::Other(ErrorKind::Interrupted));
+                        // One already performed cannot be stopped: it reports what it did.
+                        let cancelled = performed
+                            .remove(&op)
+                            .unwrap_or(Err(nb::Error::Other(ErrorKind::Interrupted)));
                         let reported = match op {
-                            Op::Recv(_) => server.on_recv(now, conn, cancelled),
+                            Op::Recv(_) => {
+                                if server.conn_state(conn) == Ok(ConnState::Closing) {
+                                    read_while_closing += cancelled.map_or(0, |n| n as u64);
+                                }
+                                server.on_recv(now, conn, cancelled)
+                            }
                             Op::Send(_) => server.on_send(now, conn, cancelled),
                         };
                         reported.map_err(|e| fail(step, format!("cancel {op:?}: {e}")))?;
@@ -303,7 +342,7 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
             }
             Action::Finished => {
                 report.steps = step;
-                return check_end(&server, &net, &streams)
+                return check_end(&server, &net, &streams, read_while_closing)
                     .map(|()| report)
                     .map_err(|what| fail(step, what));
             }
@@ -430,6 +469,7 @@ fn check_end(
     server: &Server<'_, SimService<'_>, nbecho_core::FlightTable<'_>>,
     net: &SharedNet,
     streams: &[Option<SimStream>],
+    read_while_closing: u64,
 ) -> Result<(), String> {
     let n = net.borrow();
     if let Some(v) = n.violations.first() {
@@ -453,10 +493,10 @@ fn check_end(
     let st = server.stats();
     let read: u64 = n.pipes.iter().map(|p| p.server_read.len() as u64).sum();
     let written: u64 = n.pipes.iter().map(|p| p.written as u64).sum();
-    if (st.bytes_in, st.bytes_out) != (read, written) {
+    if (st.bytes_in + read_while_closing, st.bytes_out) != (read, written) {
         return Err(format!(
-            "bytes in and out are {:?}, the network carried {:?}",
-            (st.bytes_in, st.bytes_out),
+            "bytes in (with {read_while_closing} read while closing) and out are {:?}, the network carried {:?}",
+            (st.bytes_in + read_while_closing, st.bytes_out),
             (read, written)
         ));
     }
