@@ -365,7 +365,8 @@ fn a_stop_waits_for_the_read_in_flight_and_answers_it_before_the_fin() {
     s.in_flight_recv(c).unwrap()[..3].copy_from_slice(b"abc");
     s.on_recv(t0, c, Ok(3)).unwrap();
     let mut sent = Vec::new();
-    loop {
+    for polls in 0.. {
+        assert!(polls < 20, "no FIN after the read's bytes ({sent:?} sent)");
         match s.poll(t0) {
             Action::Send { conn, bytes, .. } => {
                 assert_eq!(conn, c);
