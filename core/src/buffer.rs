@@ -190,11 +190,6 @@ const LARGE: u32 = 1 << 31;
 pub(crate) struct Buffers<'a> {
     small: Pool<'a>,
     large: Option<Pool<'a>>,
-    /// Copies of what the hot path asks of the large pool (its block size, and where its
-    /// ranges start), so that finding a block's bytes is a select, not an `Option` match.
-    /// 0 without a large pool, whose block ids never carry [`LARGE`].
-    large_size: u32,
-    large_base: usize,
 }
 
 impl core::fmt::Debug for Buffers<'_> {
@@ -208,13 +203,7 @@ impl core::fmt::Debug for Buffers<'_> {
 
 impl<'a> Buffers<'a> {
     pub(crate) fn new(small: Pool<'a>) -> Self {
-        let large_base = small.arena.len();
-        Self {
-            small,
-            large: None,
-            large_size: 0,
-            large_base,
-        }
+        Self { small, large: None }
     }
 
     /// Adds the large class; its blocks must be larger than the small ones.
@@ -226,9 +215,8 @@ impl<'a> Buffers<'a> {
             return Err(StorageError::TooLarge);
         }
         Ok(Self {
-            large_size: large.block_size,
+            small: self.small,
             large: Some(large),
-            ..self
         })
     }
 
@@ -258,10 +246,9 @@ impl<'a> Buffers<'a> {
     /// Bytes in block `block`.
     #[inline]
     pub(crate) fn capacity(&self, block: u32) -> u32 {
-        if block & LARGE != 0 {
-            self.large_size
-        } else {
-            self.small.block_size
+        match &self.large {
+            Some(large) if block & LARGE != 0 => large.block_size,
+            _ => self.small.block_size,
         }
     }
 
@@ -296,23 +283,19 @@ impl<'a> Buffers<'a> {
     /// The range of `len` bytes at `offset` inside `block`.
     #[inline]
     pub(crate) fn range(&self, block: u32, offset: u32, len: u32) -> core::ops::Range<usize> {
-        debug_assert!(
-            offset as usize + len as usize <= self.capacity(block) as usize,
-            "bytes {offset}..+{len} are outside a block of {}",
-            self.capacity(block)
-        );
-        let (base, index) = if block & LARGE != 0 {
-            (self.large_base, block & !LARGE)
-        } else {
-            (0, block)
-        };
-        let start = base + index as usize * self.capacity(block) as usize + offset as usize;
-        start..start + len as usize
+        match &self.large {
+            Some(large) if block & LARGE != 0 => {
+                let base = self.small.arena.len();
+                let r = large.range(block & !LARGE, offset, len);
+                base + r.start..base + r.end
+            }
+            _ => self.small.range(block, offset, len),
+        }
     }
 
     #[inline]
     pub(crate) fn bytes(&self, range: core::ops::Range<usize>) -> &[u8] {
-        let base = self.large_base;
+        let base = self.small.arena.len();
         match &self.large {
             Some(large) if range.start >= base => large.bytes(range.start - base..range.end - base),
             _ => self.small.bytes(range),
@@ -321,7 +304,7 @@ impl<'a> Buffers<'a> {
 
     #[inline]
     pub(crate) fn bytes_mut(&mut self, range: core::ops::Range<usize>) -> &mut [u8] {
-        let base = self.large_base;
+        let base = self.small.arena.len();
         match &mut self.large {
             Some(large) if range.start >= base => {
                 large.bytes_mut(range.start - base..range.end - base)
