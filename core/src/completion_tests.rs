@@ -241,27 +241,30 @@ fn one_connection(
     (s, c)
 }
 
-/// An idle timeout while a read is in flight: the server asks to cancel it once, and
-/// closes only when it was reported.
-#[test]
-fn a_connection_closes_only_when_nothing_is_in_flight() {
-    let (mut s, c) = one_connection(Some(Duration::from_millis(10)));
-    let t0 = Instant::ZERO;
+/// Reports `c` ready and polls until its first read is asked for (in flight from then on).
+fn start_reading(s: &mut Server<'static, Uppercase, FlightTable<'static>>, c: ConnId, t0: Instant) {
     s.on_ready(c, true, true).unwrap();
-    let mut polls = 0;
-    loop {
-        polls += 1;
-        assert!(polls < 10);
+    for _ in 0..10 {
         match s.poll(t0) {
             Action::Recv { conn, .. } => {
                 assert_eq!(conn, c);
-                break;
+                return;
             }
             Action::Accept => s.on_accept_error(t0, nb::Error::WouldBlock).unwrap(),
             Action::Wait { .. } => {}
             other => panic!("{other:?}"),
         }
     }
+    panic!("no Recv asked for");
+}
+
+/// An idle timeout while a read is in flight: the server asks to cancel it once, and
+/// closes only when it was reported.
+#[test]
+fn a_connection_closes_only_when_nothing_is_in_flight() {
+    let (mut s, c) = one_connection(Some(Duration::from_millis(10)));
+    let t0 = Instant::ZERO;
+    start_reading(&mut s, c, t0);
     // The read is in flight; a second is not asked for, and its buffer stays lent.
     assert!(!matches!(s.poll(t0), Action::Recv { .. }));
     assert_eq!(s.in_flight_recv(c).map(|b| b.len()), Some(64));
@@ -342,18 +345,7 @@ fn readiness_during_a_read_in_flight_is_kept_for_after_it() {
 fn a_stop_waits_for_the_read_in_flight_and_answers_it_before_the_fin() {
     let (mut s, c) = one_connection(None);
     let t0 = Instant::ZERO;
-    s.on_ready(c, true, true).unwrap();
-    let mut polls = 0;
-    loop {
-        polls += 1;
-        assert!(polls < 10);
-        match s.poll(t0) {
-            Action::Recv { conn, .. } if conn == c => break,
-            Action::Accept => s.on_accept_error(t0, nb::Error::WouldBlock).unwrap(),
-            Action::Wait { .. } => {}
-            other => panic!("{other:?}"),
-        }
-    }
+    start_reading(&mut s, c, t0);
     s.begin_shutdown(t0 + Duration::from_secs(5));
     // The read is in flight: no FIN yet, whatever is polled.
     for _ in 0..5 {
