@@ -193,9 +193,7 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
                         None => stream.read(&mut (), buf),
                     };
                     trace(step, format_args!("recv {conn} done: {outcome:?}"));
-                    if server.conn_state(conn) == Ok(ConnState::Closing) {
-                        read_while_closing += outcome.map_or(0, |n| n as u64);
-                    }
+                    read_while_closing += read_for_closing(&server, conn, outcome);
                     if outcome == Ok(0) {
                         fairness.eof_read[stream.client] = true;
                     }
@@ -223,7 +221,7 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
             continue;
         }
         let action = server.poll(now);
-        if !matches!(action, Action::Wait { .. }) || print_trace {
+        if print_trace {
             trace(step, format_args!("{}", describe(&action)));
         }
         if let Some(conn) = action_conn(&action) {
@@ -291,9 +289,7 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
                             .unwrap_or(Err(nb::Error::Other(ErrorKind::Interrupted)));
                         let reported = match op {
                             Op::Recv(_) => {
-                                if server.conn_state(conn) == Ok(ConnState::Closing) {
-                                    read_while_closing += cancelled.map_or(0, |n| n as u64);
-                                }
+                                read_while_closing += read_for_closing(&server, conn, cancelled);
                                 server.on_recv(now, conn, cancelled)
                             }
                             Op::Send(_) => server.on_send(now, conn, cancelled),
@@ -361,6 +357,18 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
 fn places(bytes: &[u8], wrapped: &[u8]) -> [(usize, usize); 2] {
     let place = |b: &[u8]| (if b.is_empty() { 0 } else { b.as_ptr() as usize }, b.len());
     [place(bytes), place(wrapped)]
+}
+
+/// Bytes a read brought for a connection already closing (the core discards them).
+fn read_for_closing(
+    server: &Server<'_, SimService<'_>, nbecho_core::FlightTable<'_>>,
+    conn: ConnId,
+    outcome: nb::Result<usize, ErrorKind>,
+) -> u64 {
+    match (server.conn_state(conn), outcome) {
+        (Ok(ConnState::Closing), Ok(n)) => n as u64,
+        _ => 0,
+    }
 }
 
 /// An action in a trace line (a `Recv`'s or `Send`'s length, not its bytes).
