@@ -85,8 +85,8 @@ pub enum Protocol {
     Upper,
     /// A plain echo ([`Mode::Echo`](nbecho_core::Mode::Echo)).
     Echo,
-    /// Numbered lines ([`NumberedLines`](nbecho_core::NumberedLines)): `1: first line`, ..., `bye` and a close on
-    /// `quit`.
+    /// Numbered lines ([`NumberedLines`](nbecho_core::NumberedLines)): `1: first line`,
+    /// ..., `bye` and a close on `quit`.
     Lines,
 }
 
