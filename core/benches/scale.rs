@@ -67,7 +67,7 @@ fn round(server: &mut Server<'static, Uppercase>, busy: &[ConnId], now: Instant)
     let mut delivered = [false; BUSY];
     loop {
         match server.poll(now) {
-            Action::Recv { conn, buf } => {
+            Action::Recv { conn, buf, .. } => {
                 let fresh = busy
                     .iter()
                     .position(|&c| c == conn)

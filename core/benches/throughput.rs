@@ -54,7 +54,7 @@ fn throughput(c: &mut Criterion) {
                 // (the end of a pass: a look for events; the listener: nothing waiting).
                 loop {
                     match server.poll(now) {
-                        Action::Recv { conn, buf } => {
+                        Action::Recv { conn, buf, .. } => {
                             buf[..input.len()].copy_from_slice(black_box(input));
                             server.on_recv(now, conn, Ok(input.len())).unwrap();
                             break;

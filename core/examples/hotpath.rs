@@ -51,7 +51,7 @@ fn main() {
     for i in 0..messages {
         server.on_ready(conn, true, false).unwrap();
         match server.poll(now) {
-            Action::Recv { conn, buf } => {
+            Action::Recv { conn, buf, .. } => {
                 // The kernel's copy is not the core's work: the message is put in once,
                 // and the same block comes back each time (its free list is LIFO).
                 if i == 0 {

@@ -29,11 +29,19 @@ pub enum Action<'a> {
     /// a pointer to it; [`Server::in_flight_recv`](crate::Server::in_flight_recv) lends it
     /// again to safe code). Likewise a `Send`'s bytes stay in place until its
     /// [`on_send`](crate::Server::on_send).
+    ///
+    /// `wait` (only with [`Config::read_wait`](crate::Config::read_wait)): the read may
+    /// wait in the transport until data comes (io_uring without `MSG_DONTWAIT`), rather
+    /// than report a would-block; it is reported when data, the end of the stream or an
+    /// error comes, or when [`CancelRecv`](Self::CancelRecv) cancels it. A read without
+    /// `wait` must not wait: it reports a would-block instead.
     Recv {
         /// The connection to read.
         conn: ConnId,
         /// Where to read to.
         buf: &'a mut [u8],
+        /// The read may wait for data.
+        wait: bool,
     },
     /// Try to write `bytes` then `wrapped`, the oldest pending output of `conn`, then
     /// report with [`on_send`](crate::Server::on_send) how many bytes were written, counting
@@ -56,6 +64,15 @@ pub enum Action<'a> {
     /// before it was cancelled). `Close` comes when nothing is in flight. Asked once.
     Cancel {
         /// The connection whose operations to cancel.
+        conn: ConnId,
+    },
+    /// [`Config::read_wait`](crate::Config::read_wait) only: the read of `conn` that waits
+    /// for data (a `Recv` with `wait`) is to give its buffer back: cancel it (io_uring's
+    /// `ASYNC_CANCEL`) and report it with [`on_recv`](crate::Server::on_recv) as it
+    /// completes: cancelled, with any error (`Interrupted`), or with what it read before
+    /// the cancel reached it. Any `Send` in flight goes on. Asked once per waiting read.
+    CancelRecv {
+        /// The connection whose waiting read to cancel.
         conn: ConnId,
     },
     /// Every byte is flushed: shut down the write side of `conn` (TCP FIN).

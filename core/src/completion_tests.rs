@@ -161,7 +161,7 @@ fn run<S: Service>(seed: u64, service: S, expected: impl Fn(&[u8]) -> Vec<u8>) {
                 clients[i].fin = true;
             }
             Action::Probe { conn } => s.on_probe(now, conn, Ok(0)).unwrap(),
-            Action::Cancel { conn } => {
+            Action::Cancel { conn } | Action::CancelRecv { conn } => {
                 panic!("{}", why(&format!("nothing asked to cancel {conn}")))
             }
             Action::Close { conn, reason } => {
@@ -376,4 +376,200 @@ fn a_stop_waits_for_the_read_in_flight_and_answers_it_before_the_fin() {
     }
     assert_eq!(sent, b"ABC", "the bytes read are answered before the FIN");
     assert_eq!(s.stats().bytes_discarded, 0);
+}
+
+// ---- reads that wait for data (`Config::read_wait`) ------------------------------------
+
+type Completing = Server<'static, Uppercase, FlightTable<'static>>;
+
+/// A completion server whose reads may wait `hold`, with `conns` connections admitted
+/// and `blocks` buffers of 64 bytes.
+fn waiting_reads(conns: usize, blocks: usize, hold: Duration) -> (Completing, Vec<ConnId>) {
+    let slots: &'static mut [Slot] = Box::leak(vec![Slot::EMPTY; conns].into_boxed_slice());
+    let arena: &'static mut [u8] = Box::leak(vec![0u8; blocks * 64].into_boxed_slice());
+    let flights: &'static mut [InFlight] =
+        Box::leak(vec![InFlight::EMPTY; conns].into_boxed_slice());
+    let storage = Storage::new(slots, arena, 64)
+        .unwrap()
+        .with_completions(flights)
+        .unwrap();
+    let config = Config {
+        scheduling: Scheduling::Completion,
+        short_reads_drain: true,
+        idle_timeout: None,
+        read_wait: Some(hold),
+        ..Config::default()
+    };
+    let mut s = Server::new(config, storage, Uppercase);
+    s.on_listener_ready();
+    let mut ids = Vec::new();
+    while ids.len() < conns {
+        match s.poll(Instant::ZERO) {
+            Action::Accept => match s.on_accepted(Instant::ZERO).unwrap() {
+                Admission::Admitted(c) => ids.push(c),
+                Admission::Refused => panic!("refused"),
+            },
+            Action::Wait { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    // Each new connection is read once: nothing yet.
+    loop {
+        match s.poll(Instant::ZERO) {
+            Action::Recv { conn, wait, .. } => {
+                assert!(!wait, "a first read does not wait");
+                s.on_recv(Instant::ZERO, conn, Err(nb::Error::WouldBlock))
+                    .unwrap();
+            }
+            Action::Accept => s
+                .on_accept_error(Instant::ZERO, nb::Error::WouldBlock)
+                .unwrap(),
+            Action::Wait { until: None } => break,
+            Action::Wait { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    (s, ids)
+}
+
+/// An action, owned (so that polling may go on past it).
+#[derive(Debug, PartialEq)]
+enum Got {
+    Recv {
+        conn: ConnId,
+        len: usize,
+        wait: bool,
+    },
+    Send(ConnId, Vec<u8>),
+    CancelRecv(ConnId),
+    Shutdown(ConnId),
+    Wait(Option<Instant>),
+    Other(String),
+}
+
+/// Polls at `now` past `Accept`s and the `Wait`s that end a busy pass.
+fn next(s: &mut Completing, now: Instant) -> Got {
+    for _ in 0..10 {
+        match s.poll(now) {
+            Action::Accept => s.on_accept_error(now, nb::Error::WouldBlock).unwrap(),
+            Action::Wait { until } if until == Some(now) => {}
+            Action::Wait { until } => return Got::Wait(until),
+            Action::Recv { conn, buf, wait } => {
+                return Got::Recv {
+                    conn,
+                    len: buf.len(),
+                    wait,
+                }
+            }
+            Action::Send {
+                conn,
+                bytes,
+                wrapped,
+            } => return Got::Send(conn, [bytes, wrapped].concat()),
+            Action::CancelRecv { conn } => return Got::CancelRecv(conn),
+            Action::Shutdown { conn } => return Got::Shutdown(conn),
+            other => return Got::Other(format!("{other:?}")),
+        }
+    }
+    panic!("only busy waits");
+}
+
+/// The next action is a read of `c` that waits (or not): its length.
+fn expect_recv(s: &mut Completing, now: Instant, c: ConnId, waits: bool) -> usize {
+    match next(s, now) {
+        Got::Recv { conn, len, wait } if conn == c && wait == waits => len,
+        other => panic!("expected a read of {c} (wait: {waits}), got {other:?}"),
+    }
+}
+
+/// `c`'s read in flight brings `data`, which the next poll sends back (uppercased).
+fn read_and_echo(s: &mut Completing, now: Instant, c: ConnId, data: &[u8]) {
+    s.in_flight_recv(c).unwrap()[..data.len()].copy_from_slice(data);
+    s.on_recv(now, c, Ok(data.len())).unwrap();
+    assert_eq!(next(s, now), Got::Send(c, data.to_ascii_uppercase()));
+}
+
+/// After a read that brings data the next read waits for more, holding the buffer; at
+/// the end of the hold the server cancels it (once), and once it is reported the
+/// connection holds no buffer and reads only on readiness again.
+#[test]
+fn a_read_after_data_waits_then_gives_its_buffer_back_at_the_end_of_its_hold() {
+    let hold = Duration::from_millis(1);
+    let (mut s, c) = waiting_reads(1, 1, hold);
+    let (c, t0) = (c[0], Instant::ZERO);
+    s.on_ready(c, true, true).unwrap();
+    expect_recv(&mut s, t0, c, false);
+    read_and_echo(&mut s, t0, c, b"abc");
+    // In the same visit: a read that waits, into the rest of the buffer.
+    assert_eq!(expect_recv(&mut s, t0, c, true), 61);
+    s.on_send(t0, c, Ok(3)).unwrap();
+    assert_eq!(s.buffers().1, 1, "the waiting read holds the buffer");
+    assert_eq!(next(&mut s, t0), Got::Wait(Some(t0 + hold)));
+    assert_eq!(next(&mut s, t0 + hold), Got::CancelRecv(c));
+    assert_eq!(next(&mut s, t0 + hold), Got::Wait(None), "asked once");
+    s.on_recv(t0 + hold, c, Err(nb::Error::Other(ErrorKind::Interrupted)))
+        .unwrap();
+    assert_eq!(s.buffers().1, 0, "an idle connection holds no buffer");
+    assert_eq!(next(&mut s, t0 + hold), Got::Wait(None));
+    s.on_ready(c, true, false).unwrap();
+    expect_recv(&mut s, t0 + hold, c, false);
+    let st = s.stats();
+    assert_eq!((st.waiting_reads, st.waits_given_back), (1, 1));
+}
+
+/// A waiting read that brings data: the next read waits too, even though a read-ready
+/// edge came meanwhile (it announced the data this read took: a read that does not wait
+/// would only find nothing).
+#[test]
+fn a_waiting_read_that_brings_data_is_followed_by_another() {
+    let (mut s, c) = waiting_reads(1, 1, Duration::from_secs(1));
+    let (c, t0) = (c[0], Instant::ZERO);
+    s.on_ready(c, true, true).unwrap();
+    expect_recv(&mut s, t0, c, false);
+    read_and_echo(&mut s, t0, c, b"one");
+    expect_recv(&mut s, t0, c, true);
+    s.on_send(t0, c, Ok(3)).unwrap();
+    s.on_ready(c, true, false).unwrap(); // the edge for the next data
+    read_and_echo(&mut s, t0, c, b"two");
+    expect_recv(&mut s, t0, c, true);
+    s.on_send(t0, c, Ok(3)).unwrap();
+    assert_eq!(s.stats().bytes_out, 6);
+}
+
+/// With every buffer held by waiting reads, a connection that has data takes one back:
+/// the oldest waiting read is cancelled, and its buffer goes to that connection.
+#[test]
+fn a_connection_with_data_takes_a_buffer_back_from_a_waiting_read() {
+    let (mut s, ids) = waiting_reads(2, 1, Duration::from_secs(1));
+    let (a, b, t0) = (ids[0], ids[1], Instant::ZERO);
+    s.on_ready(a, true, true).unwrap();
+    expect_recv(&mut s, t0, a, false);
+    read_and_echo(&mut s, t0, a, b"abc");
+    expect_recv(&mut s, t0, a, true);
+    s.on_send(t0, a, Ok(3)).unwrap();
+    assert_eq!(s.buffers(), (1, 1));
+    s.on_ready(b, true, true).unwrap();
+    assert_eq!(next(&mut s, t0), Got::CancelRecv(a));
+    s.on_recv(t0, a, Err(nb::Error::Other(ErrorKind::Interrupted)))
+        .unwrap();
+    expect_recv(&mut s, t0, b, false);
+    read_and_echo(&mut s, t0, b, b"xyz");
+}
+
+/// A graceful stop cancels a waiting read (it would wait for ever), then shuts down.
+#[test]
+fn a_stop_cancels_a_waiting_read() {
+    let (mut s, c) = waiting_reads(1, 1, Duration::from_secs(60));
+    let (c, t0) = (c[0], Instant::ZERO);
+    s.on_ready(c, true, true).unwrap();
+    expect_recv(&mut s, t0, c, false);
+    read_and_echo(&mut s, t0, c, b"abc");
+    expect_recv(&mut s, t0, c, true);
+    s.on_send(t0, c, Ok(3)).unwrap();
+    s.begin_shutdown(t0 + Duration::from_secs(5));
+    assert_eq!(next(&mut s, t0), Got::CancelRecv(c));
+    s.on_recv(t0, c, Err(nb::Error::Other(ErrorKind::Interrupted)))
+        .unwrap();
+    assert_eq!(next(&mut s, t0), Got::Shutdown(c));
+    assert_eq!(s.buffers().1, 0);
 }

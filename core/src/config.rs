@@ -70,6 +70,19 @@ pub struct Config {
     /// that long after its last byte is acknowledged, and each waiting connection costs
     /// at most 20 probes a second.
     pub probe_backoff_max: Duration,
+    /// [`Scheduling::Completion`] only: after a read that brought data, the next read of
+    /// the connection may *wait* in the transport for more ([`Action::Recv`] with `wait`;
+    /// io_uring without `MSG_DONTWAIT`) instead of waiting for readiness first: a reply's
+    /// next request then costs no readiness round trip (for io_uring, one
+    /// `io_uring_enter` fewer per message). A waiting read holds its buffer, so it holds
+    /// it for at most this long: then the server cancels it ([`Action::CancelRecv`]),
+    /// and the connection waits for readiness holding no buffer, as before. A connection
+    /// that needs a buffer while none is free takes the oldest waiting read's back at
+    /// once. At least 1 µs; `None` (the default): no read waits.
+    ///
+    /// [`Action::Recv`]: crate::Action::Recv
+    /// [`Action::CancelRecv`]: crate::Action::CancelRecv
+    pub read_wait: Option<Duration>,
 }
 
 impl Default for Config {
@@ -86,6 +99,7 @@ impl Default for Config {
             accept_backoff_max: Duration::from_secs(1),
             probe_backoff_min: Duration::from_millis(1),
             probe_backoff_max: Duration::from_millis(50),
+            read_wait: None,
         }
     }
 }

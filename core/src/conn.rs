@@ -243,6 +243,18 @@ pub struct InFlight {
     /// again once it completes.
     pub(crate) read_edge: bool,
     pub(crate) write_edge: bool,
+    /// The read in flight may wait in the transport for data
+    /// ([`Config::read_wait`](crate::Config::read_wait)): since `waiting_since`, on the
+    /// list of waiting reads (`hold`), oldest first.
+    pub(crate) waits: bool,
+    /// The last read brought data: the next one may wait for more.
+    pub(crate) wait_next: bool,
+    /// The waiting read is to give its buffer back: ask `CancelRecv` at the next visit.
+    pub(crate) give_back: bool,
+    /// `CancelRecv` was asked for the waiting read.
+    pub(crate) cancel_recv: bool,
+    pub(crate) waiting_since: Instant,
+    pub(crate) hold: Links,
 }
 
 impl InFlight {
@@ -253,6 +265,12 @@ impl InFlight {
         cancel: false,
         read_edge: false,
         write_edge: false,
+        waits: false,
+        wait_next: false,
+        give_back: false,
+        cancel_recv: false,
+        waiting_since: Instant::ZERO,
+        hold: Links::UNLINKED,
     };
 }
 
@@ -268,6 +286,9 @@ pub trait Flights:
 {
     /// Completion scheduling can run.
     const ENABLED: bool;
+    /// Every entry, for the lists threaded through them.
+    #[doc(hidden)]
+    fn entries(&mut self) -> &mut [InFlight];
 }
 
 /// No table: the server runs its one-operation-at-a-time modes only.
@@ -278,6 +299,10 @@ impl sealed::Sealed for NoFlights {}
 
 impl Flights for NoFlights {
     const ENABLED: bool = false;
+
+    fn entries(&mut self) -> &mut [InFlight] {
+        core::slice::from_mut(&mut self.0)
+    }
 }
 
 /// Never used: `ENABLED` is false, so every use is compiled away.
@@ -303,6 +328,10 @@ impl sealed::Sealed for FlightTable<'_> {}
 
 impl Flights for FlightTable<'_> {
     const ENABLED: bool = true;
+
+    fn entries(&mut self) -> &mut [InFlight] {
+        self.0
+    }
 }
 
 impl core::ops::Index<usize> for FlightTable<'_> {

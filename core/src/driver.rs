@@ -257,7 +257,9 @@ impl<'a, L: Listener<C>, T: Service, C: ?Sized> Driver<'a, L, T, C> {
                     }
                 }
             },
-            Action::Recv { conn, buf } => {
+            // A read asked to wait is tried as any other: the streams never block, and the
+            // driver reports each operation at once (a would-block, then).
+            Action::Recv { conn, buf, .. } => {
                 let outcome = match self.streams[conn.index()].as_mut() {
                     Some(stream) => stream.read(cx, buf),
                     None => Err(nb::Error::Other(ErrorKind::NotConnected)),
@@ -286,6 +288,8 @@ impl<'a, L: Listener<C>, T: Service, C: ?Sized> Driver<'a, L, T, C> {
                 }
                 Step::Cancelled(conn)
             }
+            // Nothing is ever in flight here (see above).
+            Action::CancelRecv { conn } => Step::Cancelled(conn),
             Action::Shutdown { conn } => {
                 if let Some(stream) = self.streams[conn.index()].as_mut() {
                     // A failed shutdown (the peer already reset) shows up on the next read

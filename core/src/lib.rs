@@ -106,7 +106,7 @@
 //!             assert!(matches!(server.on_accepted(now)?, Admission::Admitted(_)));
 //!         }
 //!         Action::Accept => server.on_accept_error(now, nb::Error::WouldBlock)?,
-//!         Action::Recv { conn, buf } => {
+//!         Action::Recv { conn, buf, .. } => {
 //!             let n = unread.len().min(buf.len());
 //!             buf[..n].copy_from_slice(&unread[..n]);
 //!             unread = &unread[n..];
@@ -119,7 +119,9 @@
 //!         }
 //!         Action::Shutdown { .. } => assert_eq!(echoed, b"HELLO"),
 //!         Action::Probe { .. } => unreachable!("only after a shutdown of ours"),
-//!         Action::Cancel { .. } => unreachable!("only in completion scheduling"),
+//!         Action::Cancel { .. } | Action::CancelRecv { .. } => {
+//!             unreachable!("only in completion scheduling")
+//!         }
 //!         Action::Close { reason, .. } => {
 //!             assert!(reason.is_clean());
 //!             break;

@@ -14,6 +14,12 @@ pub(crate) struct Links {
     pub(crate) next: u32,
 }
 
+impl Default for Links {
+    fn default() -> Self {
+        Self::UNLINKED
+    }
+}
+
 impl Links {
     pub(crate) const UNLINKED: Self = Self {
         prev: NIL,
@@ -21,8 +27,8 @@ impl Links {
     };
 }
 
-/// Which of a slot's links a list uses.
-pub(crate) type Select = fn(&mut Slot) -> &mut Links;
+/// Which of an item's links a list uses (a slot's, or a flight table entry's).
+pub(crate) type Select<E = Slot> = fn(&mut E) -> &mut Links;
 
 /// The ends of one list. Each list is used with one [`Select`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,20 +51,20 @@ impl List {
 
     /// The index after `idx`, which must be on the list.
     #[inline]
-    pub(crate) fn next(slots: &mut [Slot], links: Select, idx: u32) -> Option<u32> {
+    pub(crate) fn next<E>(slots: &mut [E], links: Select<E>, idx: u32) -> Option<u32> {
         let next = links(&mut slots[idx as usize]).next;
         (next != NIL).then_some(next)
     }
 
     /// True if `idx` is on this list.
     #[inline]
-    pub(crate) fn contains(&self, slots: &mut [Slot], links: Select, idx: u32) -> bool {
+    pub(crate) fn contains<E>(&self, slots: &mut [E], links: Select<E>, idx: u32) -> bool {
         self.head == idx || links(&mut slots[idx as usize]).prev != NIL
     }
 
     /// Appends `idx`, which must not be on the list.
     #[inline]
-    pub(crate) fn push_back(&mut self, slots: &mut [Slot], links: Select, idx: u32) {
+    pub(crate) fn push_back<E>(&mut self, slots: &mut [E], links: Select<E>, idx: u32) {
         *links(&mut slots[idx as usize]) = Links {
             prev: self.tail,
             next: NIL,
@@ -72,7 +78,7 @@ impl List {
 
     /// Takes the first index off the list.
     #[inline]
-    pub(crate) fn pop_front(&mut self, slots: &mut [Slot], links: Select) -> Option<u32> {
+    pub(crate) fn pop_front<E>(&mut self, slots: &mut [E], links: Select<E>) -> Option<u32> {
         let idx = self.front()?;
         self.remove(slots, links, idx);
         Some(idx)
@@ -80,7 +86,7 @@ impl List {
 
     /// Takes `idx`, which must be on the list, off it.
     #[inline]
-    pub(crate) fn remove(&mut self, slots: &mut [Slot], links: Select, idx: u32) {
+    pub(crate) fn remove<E>(&mut self, slots: &mut [E], links: Select<E>, idx: u32) {
         let Links { prev, next } =
             core::mem::replace(links(&mut slots[idx as usize]), Links::UNLINKED);
         match prev {
@@ -95,7 +101,7 @@ impl List {
 
     /// Takes `idx` off the list if it is on it; true if it was.
     #[inline]
-    pub(crate) fn unlink(&mut self, slots: &mut [Slot], links: Select, idx: u32) -> bool {
+    pub(crate) fn unlink<E>(&mut self, slots: &mut [E], links: Select<E>, idx: u32) -> bool {
         let listed = self.contains(slots, links, idx);
         if listed {
             self.remove(slots, links, idx);
@@ -105,7 +111,7 @@ impl List {
 
     /// Moves `idx`, which must be on the list, to its end.
     #[inline]
-    pub(crate) fn move_to_back(&mut self, slots: &mut [Slot], links: Select, idx: u32) {
+    pub(crate) fn move_to_back<E>(&mut self, slots: &mut [E], links: Select<E>, idx: u32) {
         if self.tail != idx {
             self.remove(slots, links, idx);
             self.push_back(slots, links, idx);

@@ -58,7 +58,7 @@ enum Op {
 fn op(s: &mut Server<'static, Uppercase>, now: Instant) -> Op {
     match s.poll(now) {
         Action::Accept => Op::Accept,
-        Action::Recv { conn, buf } => Op::Recv(conn, buf.len()),
+        Action::Recv { conn, buf, .. } => Op::Recv(conn, buf.len()),
         Action::Send {
             conn,
             bytes,
@@ -66,7 +66,9 @@ fn op(s: &mut Server<'static, Uppercase>, now: Instant) -> Op {
         } => Op::Send(conn, [bytes, wrapped].concat()),
         Action::Shutdown { conn } => Op::Shutdown(conn),
         Action::Probe { conn } => Op::Probe(conn),
-        Action::Cancel { conn } => panic!("Cancel {conn} outside completion scheduling"),
+        Action::Cancel { conn } | Action::CancelRecv { conn } => {
+            panic!("a cancel of {conn} outside completion scheduling")
+        }
         Action::Close { conn, reason } => Op::Close(conn, reason),
         Action::Wait { until } => Op::Wait(until),
         Action::Finished => Op::Finished,
@@ -86,7 +88,7 @@ fn accept(s: &mut Server<'static, Uppercase>, now: Instant) -> ConnId {
 #[track_caller]
 fn recv(s: &mut Server<'static, Uppercase>, now: Instant, conn: ConnId, data: &[u8]) {
     match s.poll(now) {
-        Action::Recv { conn: c, buf } => {
+        Action::Recv { conn: c, buf, .. } => {
             assert_eq!(c, conn);
             assert!(
                 data.len() <= buf.len(),
@@ -147,7 +149,7 @@ fn recv_sized(
     data: &[u8],
 ) {
     match s.poll(now) {
-        Action::Recv { conn: c, buf } => {
+        Action::Recv { conn: c, buf, .. } => {
             assert_eq!((c, buf.len()), (conn, window));
             buf[..data.len()].copy_from_slice(data);
         }
@@ -224,7 +226,7 @@ fn round(
     for _ in 0..10_000 {
         match s.poll(now) {
             Action::Accept => s.on_accept_error(now, nb::Error::WouldBlock).unwrap(),
-            Action::Recv { conn, buf } => {
+            Action::Recv { conn, buf, .. } => {
                 let outcome = match unread.iter_mut().find(|(c, _)| *c == conn) {
                     Some((_, d)) if !d.is_empty() => {
                         let n = d.len().min(buf.len());
@@ -248,7 +250,9 @@ fn round(
             // As a transport that cannot tell: lingering lasts until the peer's FIN.
             Action::Probe { conn } => s.on_probe(now, conn, Err(ErrorKind::Unsupported)).unwrap(),
             Action::Shutdown { .. } => {}
-            Action::Cancel { conn } => panic!("Cancel {conn} outside completion scheduling"),
+            Action::Cancel { conn } | Action::CancelRecv { conn } => {
+                panic!("a cancel of {conn} outside completion scheduling")
+            }
             Action::Wait { .. } | Action::Finished => return closes,
         }
     }

@@ -251,7 +251,7 @@ impl LineState {
 ///             let _ = server.on_accepted(now)?;
 ///         }
 ///         Action::Accept => server.on_accept_error(now, nb::Error::WouldBlock)?,
-///         Action::Recv { conn, buf } => match chunks.split_first() {
+///         Action::Recv { conn, buf, .. } => match chunks.split_first() {
 ///             Some((chunk, rest)) => {
 ///                 buf[..chunk.len()].copy_from_slice(chunk);
 ///                 chunks = rest;
@@ -451,7 +451,7 @@ mod tests {
                     ));
                 }
                 Action::Accept => server.on_accept_error(now, nb::Error::WouldBlock).unwrap(),
-                Action::Recv { conn, buf } => {
+                Action::Recv { conn, buf, .. } => {
                     let outcome = match chunks.get(next) {
                         Some(chunk) => {
                             let n = (chunk.len() - offset).min(buf.len());

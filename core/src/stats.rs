@@ -43,6 +43,11 @@ pub struct Stats {
     /// peer had not acknowledged at their last [`Action::Probe`](crate::Action::Probe):
     /// sent, maybe never delivered (a forced close resets the connection).
     pub bytes_unacked: u64,
+    /// Reads asked to wait in the transport for data ([`Config::read_wait`](crate::Config::read_wait)).
+    pub waiting_reads: u64,
+    /// Waiting reads cancelled to give their buffer back (their hold ended, a connection
+    /// needed the buffer, or the connection was stopping): [`Action::CancelRecv`](crate::Action::CancelRecv).
+    pub waits_given_back: u64,
 }
 
 impl Stats {
@@ -76,6 +81,8 @@ impl core::ops::AddAssign for Stats {
             bytes_dropped,
             bytes_discarded,
             bytes_unacked,
+            waiting_reads,
+            waits_given_back,
         } = other;
         self.accepted += accepted;
         self.refused += refused;
@@ -92,6 +99,8 @@ impl core::ops::AddAssign for Stats {
         self.bytes_dropped += bytes_dropped;
         self.bytes_discarded += bytes_discarded;
         self.bytes_unacked += bytes_unacked;
+        self.waiting_reads += waiting_reads;
+        self.waits_given_back += waits_given_back;
     }
 }
 
@@ -101,7 +110,7 @@ impl fmt::Display for Stats {
             f,
             "accepted={} refused={} active={} closed={} peer_closed={} failed={} timeouts={} \
              forced={} aborted={} accept_errors={} bytes_in={} bytes_out={} bytes_dropped={} bytes_discarded={} \
-             bytes_unacked={}",
+             bytes_unacked={} waiting_reads={} waits_given_back={}",
             self.accepted,
             self.refused,
             self.active,
@@ -117,6 +126,8 @@ impl fmt::Display for Stats {
             self.bytes_dropped,
             self.bytes_discarded,
             self.bytes_unacked,
+            self.waiting_reads,
+            self.waits_given_back,
         )
     }
 }

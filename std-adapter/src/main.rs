@@ -156,6 +156,14 @@ struct ServeArgs {
     /// acknowledged; any still owed bytes at this deadline is force-closed (exit 1).
     #[arg(long, value_name = "DURATION", default_value = "5", value_parser = parse_duration)]
     shutdown_timeout: Duration,
+    /// `--driver uring`: after a read that brought data, the connection's next read waits
+    /// in the kernel for more (no readiness round trip: 2 `io_uring_enter` per message of
+    /// a lone request-response connection instead of 3), holding its buffer for at most
+    /// this long, or until a connection without one needs it. Off (0) by default: on
+    /// Linux 6.18 it cost about 6% more server CPU per message for the same latency
+    /// (BENCHMARKS.md).
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
+    read_wait: Duration,
     /// How connections are driven: `poll` tries every connection each pass (the textbook
     /// model), sleeping with a growing back-off while nothing happens; `epoll` tries only
     /// connections that epoll reports ready, and blocks while nothing is; `tokio` runs the
@@ -320,6 +328,7 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, String> {
         large_buffers: args.large_buffers.unwrap_or((args.max_conns / 16).max(1)) as usize,
         idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
         shutdown_timeout: args.shutdown_timeout,
+        read_wait: (!args.read_wait.is_zero()).then_some(args.read_wait),
         mode: match args.mode {
             ModeArg::Upper => serve::Protocol::Upper,
             ModeArg::Echo => serve::Protocol::Echo,

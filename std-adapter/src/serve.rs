@@ -68,6 +68,9 @@ pub struct Options {
     pub idle_timeout: Option<StdDuration>,
     /// How long a graceful shutdown may take before connections are forced closed.
     pub shutdown_timeout: StdDuration,
+    /// [`DriverKind::Uring`]: how long a read may wait in the kernel for a connection's
+    /// next data, holding its buffer ([`Config::read_wait`]); `None`: reads never wait.
+    pub read_wait: Option<StdDuration>,
     /// What the server answers.
     pub mode: Protocol,
     /// How connections are driven.
@@ -876,6 +879,8 @@ pub(crate) fn config(options: &Options, scheduling: Scheduling) -> Config {
     // The first idle back-off steps are short and waited precisely (see
     // `Clock::sleep_until`): a connection idle for a few microseconds is served at once.
     config.idle_backoff_min = Duration::from_micros(5);
+    // Only completion scheduling has reads that wait.
+    config.read_wait = options.read_wait.map(|t| Duration::from_micros(micros(t)));
     config
 }
 

@@ -267,7 +267,7 @@ pub async fn serve_until<T: Service>(
                         }
                     }
                 }
-                Action::Recv { conn, buf } => {
+                Action::Recv { conn, buf, .. } => {
                     let wanted = buf.len();
                     let result = match &conns[conn.index()] {
                         Some(c) => {
@@ -327,7 +327,7 @@ pub async fn serve_until<T: Service>(
                     let _ = server.on_probe(now, conn, unacked);
                 }
                 // Only in completion scheduling; this driver reads and writes at once.
-                Action::Cancel { .. } => {}
+                Action::Cancel { .. } | Action::CancelRecv { .. } => {}
                 Action::Close { conn, reason } => {
                     if let Some(c) = conns[conn.index()].take() {
                         if reason.is_abortive() {

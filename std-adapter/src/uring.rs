@@ -8,11 +8,17 @@
 //! the next ones. Connections arrive from a multishot accept. So where the epoll driver
 //! pays a system call per read and per write, this one pays one per batch.
 //!
-//! Reads and writes carry `MSG_DONTWAIT`: one that would block completes at once with
-//! `EAGAIN` (a would-block, as the core expects) instead of waiting inside the kernel with
-//! a buffer lent. So no read or write outlives the `io_uring_enter` that submits it: the
-//! kernel touches the core's buffers only during that call, and an idle connection holds
-//! no buffer, as with the other drivers.
+//! Writes, and reads on readiness, carry `MSG_DONTWAIT`: one that would block completes at
+//! once with `EAGAIN` (a would-block, as the core expects). After a read that brought
+//! data, though, the core asks for the next read to *wait* for more
+//! ([`Config::read_wait`](nbecho_core::Config::read_wait), `--read-wait`): submitted
+//! without `MSG_DONTWAIT`, it completes when the peer's next bytes arrive, with no
+//! readiness completion and no second submission in between, which saves one
+//! `io_uring_enter` per message of a request-response exchange (off by default: see
+//! `--read-wait`). Such a read holds its buffer, for at most the hold: then the core
+//! cancels it
+//! (`ASYNC_CANCEL`), and at once if a connection with data needs a buffer, so an idle
+//! connection still holds no buffer for long, and memory stays what it was at start-up.
 //!
 //! The same signals, stop, limits, logs and statistics as the other drivers
 //! ([`crate::serve`]). Needs Linux 6.0 or later (`IORING_SETUP_SINGLE_ISSUER`, which comes
@@ -122,9 +128,10 @@ fn run<S: Service>(
         let now = pace.now;
         match server.poll(now) {
             Action::Accept => io.accept(&mut server, &mut control, options, now),
-            Action::Recv { conn, buf } => io.recv(conn, buf),
+            Action::Recv { conn, buf, wait } => io.recv(conn, buf, wait),
             Action::Send { conn, bytes, .. } => io.send(conn, bytes),
-            Action::Cancel { conn } => io.cancel(conn),
+            Action::Cancel { conn } => io.cancel(conn, &[Kind::Recv, Kind::Send]),
+            Action::CancelRecv { conn } => io.cancel(conn, &[Kind::Recv]),
             Action::Shutdown { conn } => {
                 if let Some(stream) = io.stream(conn) {
                     // An error here (the peer reset meanwhile) shows in the next read.
@@ -378,17 +385,20 @@ impl Uring {
         }
     }
 
-    /// The core's `Recv`: `buf` stays lent to the kernel until its completion.
-    fn recv(&mut self, conn: ConnId, buf: &mut [u8]) {
+    /// The core's `Recv`: `buf` stays lent to the kernel until its completion. A read
+    /// that may `wait` waits in the kernel for data; any other carries `MSG_DONTWAIT`.
+    fn recv(&mut self, conn: ConnId, buf: &mut [u8], wait: bool) {
         let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
         let entry = opcode::Recv::new(types::Fd(self.fd(conn)), buf.as_mut_ptr(), len)
-            .flags(libc::MSG_DONTWAIT)
+            .flags(flags)
             .build()
             .user_data(tag(Kind::Recv, conn));
         // SAFETY: `buf` is the core's buffer for this read, which the core lends until
         // the read is reported (`Scheduling::Completion`'s contract) and which lives in
-        // `Memory`, made before the ring and dropped after it. With `MSG_DONTWAIT` the
-        // kernel performs the read within the `io_uring_enter` that submits it.
+        // `Memory`, made before the ring and dropped after it. The loop ends only at the
+        // core's `Finished`, when every connection is closed, and the core closes one
+        // only once its reads and writes are reported: none is left in the kernel.
         unsafe { self.push(&entry) }
     }
 
@@ -407,10 +417,10 @@ impl Uring {
         unsafe { self.push(&entry) }
     }
 
-    /// The core's `Cancel`: the read and write of `conn` in flight. (They do not wait in
-    /// the kernel, so each completes anyway, cancelled or done, and is reported.)
-    fn cancel(&mut self, conn: ConnId) {
-        for kind in [Kind::Recv, Kind::Send] {
+    /// The core's `Cancel` (the read and write of `conn` in flight) and `CancelRecv` (its
+    /// read that waits for data). Each completes, cancelled or done, and is reported.
+    fn cancel(&mut self, conn: ConnId, kinds: &[Kind]) {
+        for &kind in kinds {
             let entry = opcode::AsyncCancel::new(tag(kind, conn))
                 .build()
                 .user_data(Kind::Cancel as u64);
@@ -608,6 +618,7 @@ mod tests {
             large_buffers: 0,
             idle_timeout: None,
             shutdown_timeout: StdDuration::from_secs(1),
+            read_wait: None,
             mode: Protocol::Upper,
             driver: DriverKind::Uring,
             threads: 1,
@@ -668,7 +679,7 @@ mod tests {
             match server.poll(now) {
                 Action::Accept => io.accept(&mut server, &mut control, &options, now),
                 // A new connection is tried once (a read that finds nothing).
-                Action::Recv { conn, buf } => io.recv(conn, buf),
+                Action::Recv { conn, buf, wait } => io.recv(conn, buf, wait),
                 Action::Wait { .. } => {
                     io.wait(&clock, soon(&clock));
                     io.reap(&mut server, clock.now());

@@ -8,6 +8,14 @@
 //! the others are performed when they complete (an operation that waits in the kernel).
 //! A cancel stops only an operation not yet performed.
 //!
+//! Most seeds also let reads wait for data ([`Config::read_wait`](nbecho_core::Config::read_wait),
+//! [`read_wait_for`]): a read asked to wait that finds nothing stays in flight until data
+//! comes, or until it is cancelled. Two more oracles then: a waiting read gives its
+//! buffer back (is cancelled) within its hold and [`SERVE_WITHIN_TIME`]; and a
+//! connection that has data and lacks only a buffer, while waiting reads hold some, gets
+//! one within [`SERVE_WITHIN_TIME`] (the core takes buffers back from waiting reads for
+//! it).
+//!
 //! The network's own oracles hold as in the other modes (every byte written is a prefix
 //! of what the server owes for what it read; no write after a shutdown; no clean close
 //! with bytes unacknowledged before the peer's FIN; no double close), and at the end:
@@ -30,7 +38,7 @@ use nbecho_core::{
 };
 
 use crate::harness::{
-    serviceable, sim_config, Bounds, Failure, Fill, SimMemory, SimService, MAX_STEPS,
+    serviceable_but_reads, sim_config, Bounds, Failure, Fill, SimMemory, SimService, MAX_STEPS,
     SERVE_WITHIN_TIME,
 };
 use crate::net::{Net, SharedNet, SimListener, SimStream};
@@ -47,6 +55,12 @@ pub struct CompletionReport {
     pub reordered: u64,
     /// Most operations in flight at once.
     pub most_in_flight: usize,
+    /// Reads asked to wait for data.
+    pub waiting_reads: u64,
+    /// Reads that waited, found nothing for a while, and then brought data.
+    pub waited_for_data: u64,
+    /// Waiting reads cancelled to give their buffers back (`CancelRecv`).
+    pub given_back: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -63,6 +77,19 @@ impl Op {
     }
 }
 
+/// How long a waiting read may hold its buffer in the run of `seed`
+/// ([`Config::read_wait`](nbecho_core::Config::read_wait)): for two seeds in five no read
+/// waits; for one, 1 s (longer than most runs: buffers come back at the stop, or to a
+/// connection that needs one); for two, 1 to 300 µs (holds end all the time).
+pub fn read_wait_for(seed: u64) -> Option<Duration> {
+    let mut rng = Rng::new(seed ^ 0x4ead_4a17);
+    match rng.range(0, 4) {
+        0 | 1 => None,
+        2 => Some(Duration::from_secs(1)),
+        _ => Some(Duration::from_micros(rng.range(1, 300))),
+    }
+}
+
 /// Runs `schedule` with completion scheduling.
 pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> {
     let s = schedule.normalized();
@@ -76,7 +103,8 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
     let capacity = usize::from(s.server.capacity);
     let mut memory = SimMemory::new(&s.server);
     let mut table = vec![InFlight::EMPTY; capacity];
-    let config = sim_config(&s.server, Scheduling::Completion);
+    let mut config = sim_config(&s.server, Scheduling::Completion);
+    config.read_wait = read_wait_for(s.seed);
     let (storage, answer, service) = memory
         .parts(&s.server)
         .map_err(|e| fail(0, format!("storage: {e}")))?;
@@ -88,6 +116,8 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
     let mut fairness = Fairness {
         ops: 0,
         ready_since: vec![None; s.clients.len()],
+        starved_since: vec![None; s.clients.len()],
+        read_wait: config.read_wait,
         eof_read: vec![false; s.clients.len()],
         bounds,
     };
@@ -102,6 +132,8 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
     let mut lent_at: HashMap<Op, [(usize, usize); 2]> = HashMap::new();
     // Operations performed when submitted, with their outcome, not reported yet.
     let mut performed: HashMap<Op, nb::Result<usize, ErrorKind>> = HashMap::new();
+    // Reads that wait for data and have found none yet, since when.
+    let mut waiting: HashMap<ConnId, Instant> = HashMap::new();
     // Bytes read for connections already closing, which the core discards (not `bytes_in`).
     let mut read_while_closing = 0u64;
     let mut report = CompletionReport::default();
@@ -156,8 +188,9 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
         if !shutting_down {
             let n = net.borrow();
             let done = (0..s.clients.len()).all(|i| n.clients[i].connected && n.client_done(i));
-            let quiet =
-                n.next_client_event(now).is_none() && !n.clients_busy() && in_flight.is_empty();
+            let quiet = n.next_client_event(now).is_none()
+                && !n.clients_busy(now)
+                && only_waiting(&in_flight, &waiting, &streams, &n);
             if done || (quiet && step > 100_000) {
                 drop(n);
                 server.begin_shutdown(now + Duration::from_secs(30));
@@ -192,6 +225,15 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
                         Some(outcome) => outcome,
                         None => stream.read(&mut (), buf),
                     };
+                    if outcome == Err(nb::Error::WouldBlock) && waiting.contains_key(&conn) {
+                        // A read that waits for data, and there is none: it goes on waiting.
+                        in_flight.insert(k, op);
+                        lent_at.insert(op, [(buf.as_ptr() as usize, buf.len()), (0, 0)]);
+                        continue;
+                    }
+                    if waiting.remove(&conn).is_some() && matches!(outcome, Ok(1..)) {
+                        report.waited_for_data += 1;
+                    }
                     trace(step, format_args!("recv {conn} done: {outcome:?}"));
                     read_while_closing += read_for_closing(&server, conn, outcome);
                     if outcome == Ok(0) {
@@ -245,19 +287,31 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
                     .on_accept_error(now, e)
                     .map_err(|e| fail(step, format!("on_accept_error: {e}")))?,
             },
-            Action::Recv { conn, buf } => {
+            Action::Recv { conn, buf, wait } => {
                 if in_flight.contains(&Op::Recv(conn)) {
                     return Err(fail(step, format!("{conn}: a second read in flight")));
                 }
+                if wait && config.read_wait.is_none() {
+                    return Err(fail(step, format!("{conn}: a waiting read, never allowed")));
+                }
                 in_flight.push(Op::Recv(conn));
                 lent_at.insert(Op::Recv(conn), [(buf.as_ptr() as usize, buf.len()), (0, 0)]);
+                let mut tried = false;
                 if rng.chance(50) {
                     if let Some(stream) = streams[conn.index()].as_mut() {
                         let outcome = stream.read(&mut (), buf);
                         trace(step, format_args!("recv {conn} performed: {outcome:?}"));
-                        performed.insert(Op::Recv(conn), outcome);
+                        // A waiting read that finds nothing waits (it is not performed).
+                        if !(wait && outcome == Err(nb::Error::WouldBlock)) {
+                            performed.insert(Op::Recv(conn), outcome);
+                            tried = true;
+                        }
                     }
                 }
+                if wait && !tried {
+                    waiting.insert(conn, now);
+                }
+                report.waiting_reads += u64::from(wait);
             }
             Action::Send {
                 conn,
@@ -277,12 +331,21 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
                     }
                 }
             }
-            Action::Cancel { conn } => {
+            Action::Cancel { conn } | Action::CancelRecv { conn } => {
+                let ops: &[Op] = if matches!(action, Action::Cancel { .. }) {
+                    &[Op::Recv(conn), Op::Send(conn)]
+                } else if waiting.contains_key(&conn) || performed.contains_key(&Op::Recv(conn)) {
+                    report.given_back += 1;
+                    &[Op::Recv(conn)]
+                } else {
+                    return Err(fail(step, format!("{conn}: CancelRecv, but no read waits")));
+                };
                 // Cancelled: each reports that it was interrupted, before doing anything.
-                for op in [Op::Recv(conn), Op::Send(conn)] {
+                for &op in ops {
                     if let Some(k) = in_flight.iter().position(|&o| o == op) {
                         in_flight.remove(k);
                         lent_at.remove(&op);
+                        waiting.remove(&conn);
                         // One already performed cannot be stopped: it reports what it did.
                         let cancelled = performed
                             .remove(&op)
@@ -327,7 +390,7 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
                 }
             }
             Action::Wait { until } => {
-                if in_flight.is_empty() {
+                if only_waiting(&in_flight, &waiting, &streams, &net.borrow()) {
                     let next = net.borrow().next_client_event(now);
                     let wake = match (until, next) {
                         (Some(a), Some(b)) => Some(a.min(b)),
@@ -338,7 +401,7 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
             }
             Action::Finished => {
                 report.steps = step;
-                return check_end(&server, &net, &streams, read_while_closing)
+                return check_end(&server, &net, &streams, read_while_closing, &report)
                     .map(|()| report)
                     .map_err(|what| fail(step, what));
             }
@@ -347,10 +410,29 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
             return Err(fail(step, v.clone()));
         }
         fairness
-            .check(&server, &net, &streams, &in_flight, now)
+            .check(&server, &net, &streams, &in_flight, &waiting, now)
             .map_err(|what| fail(step, what))?;
     }
     Err(fail(step, format!("not finished after {MAX_STEPS} steps")))
+}
+
+/// Nothing is in flight but reads that wait for data, with nothing to read yet: nothing
+/// completes before the clients act (or the server's next timer).
+fn only_waiting(
+    in_flight: &[Op],
+    waiting: &HashMap<ConnId, Instant>,
+    streams: &[Option<SimStream>],
+    net: &Net,
+) -> bool {
+    in_flight.iter().all(|op| match op {
+        Op::Recv(conn) if waiting.contains_key(conn) => {
+            streams[conn.index()].as_ref().is_some_and(|st| {
+                let pipe = &net.pipes[st.client];
+                pipe.to_server.is_empty() && !pipe.client_eof && !pipe.reset
+            })
+        }
+        _ => false,
+    })
 }
 
 /// Where a `Send`'s two parts are (an empty part's address means nothing).
@@ -374,7 +456,10 @@ fn read_for_closing(
 /// An action in a trace line (a `Recv`'s or `Send`'s length, not its bytes).
 fn describe(action: &Action<'_>) -> String {
     match action {
-        Action::Recv { conn, buf } => format!("asks Recv {conn} ({} B)", buf.len()),
+        Action::Recv { conn, buf, wait } => {
+            let waits = if *wait { ", waits" } else { "" };
+            format!("asks Recv {conn} ({} B{waits})", buf.len())
+        }
         Action::Send {
             conn,
             bytes,
@@ -390,6 +475,7 @@ fn action_conn(action: &Action<'_>) -> Option<ConnId> {
         Action::Recv { conn, .. }
         | Action::Send { conn, .. }
         | Action::Cancel { conn }
+        | Action::CancelRecv { conn }
         | Action::Shutdown { conn }
         | Action::Probe { conn }
         | Action::Close { conn, .. } => Some(conn),
@@ -403,9 +489,13 @@ struct Fairness {
     ops: u64,
     /// Per client: since when (operations, time) its connection has been serviceable.
     ready_since: Vec<Option<(u64, Instant)>>,
+    /// Per client: since when its connection has had data and lacked only a buffer
+    /// while reads that wait for data held some.
+    starved_since: Vec<Option<(u64, Instant)>>,
     /// Per client: its end-of-stream was read.
     eof_read: Vec<bool>,
     bounds: Bounds,
+    read_wait: Option<Duration>,
 }
 
 impl Fairness {
@@ -423,8 +513,19 @@ impl Fairness {
         net: &SharedNet,
         streams: &[Option<SimStream>],
         in_flight: &[Op],
+        waiting: &HashMap<ConnId, Instant>,
         now: Instant,
     ) -> Result<(), String> {
+        if let Some(hold) = self.read_wait {
+            for (conn, since) in waiting {
+                if now - *since > hold + SERVE_WITHIN_TIME {
+                    return Err(format!(
+                        "{conn}: a read has waited for data since {since}, holding its buffer \
+                         past its hold of {hold} (and {SERVE_WITHIN_TIME} more)"
+                    ));
+                }
+            }
+        }
         let n = net.borrow();
         let (blocks, lent) = server.buffers();
         for (index, stream) in streams.iter().enumerate() {
@@ -439,17 +540,39 @@ impl Fairness {
                 capacity,
                 ..
             } = Fill::of(server, conn, n.answer())?;
-            let idle = !in_flight.iter().any(|op| op.conn() == conn);
-            let ready = idle
-                && serviceable(
+            // A read that waits for data leaves the connection's other work to check.
+            let waits = waiting.contains_key(&conn);
+            let idle = !in_flight
+                .iter()
+                .any(|&op| op.conn() == conn && !(op == Op::Recv(conn) && waits));
+            let ready_if = |can_lend: bool| {
+                idle && serviceable_but_reads(
                     state,
                     pending,
                     filled,
                     capacity,
-                    lent < blocks,
+                    can_lend,
                     &n.pipes[client],
                     self.eof_read[client],
-                );
+                    waits,
+                )
+            };
+            let ready = ready_if(lent < blocks);
+            let starved = &mut self.starved_since[client];
+            match (*starved, !ready && ready_if(true) && !waiting.is_empty()) {
+                (_, false) => *starved = None,
+                (None, true) => *starved = Some((self.ops, now)),
+                (Some((ops, at)), true) => {
+                    if now - at > SERVE_WITHIN_TIME {
+                        return Err(format!(
+                            "{conn} (client {client}) has lacked only a buffer since operation \
+                             {ops} ({at}) while reads that wait for data hold buffers: none \
+                             was taken back for it in {}",
+                            now - at
+                        ));
+                    }
+                }
+            }
             let since = &mut self.ready_since[client];
             match (*since, ready) {
                 (_, false) => *since = None,
@@ -478,6 +601,7 @@ fn check_end(
     net: &SharedNet,
     streams: &[Option<SimStream>],
     read_while_closing: u64,
+    report: &CompletionReport,
 ) -> Result<(), String> {
     let n = net.borrow();
     if let Some(v) = n.violations.first() {
@@ -510,6 +634,12 @@ fn check_end(
     }
     if server.buffers().1 != 0 {
         return Err(format!("{} buffers still lent", server.buffers().1));
+    }
+    if (st.waiting_reads, st.waits_given_back) != (report.waiting_reads, report.given_back) {
+        return Err(format!(
+            "the stats count {} waiting reads and {} given back, the run saw {} and {}",
+            st.waiting_reads, st.waits_given_back, report.waiting_reads, report.given_back
+        ));
     }
     Ok(())
 }

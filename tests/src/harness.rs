@@ -569,7 +569,7 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
                     let next_client = n.next_client_event(now);
                     match [until, next_client].into_iter().flatten().min() {
                         Some(t) => now = now.max(t),
-                        None if n.clients_busy() => {}
+                        None if n.clients_busy(now) => {}
                         None => {
                             return Err(fail(
                                 step,
@@ -986,7 +986,7 @@ fn check_wait(
 fn quiet_since_all_connected(net: &Net, now: Instant) -> bool {
     let pending_time = net.next_client_event(now).is_some();
     !pending_time
-        && !net.clients_busy()
+        && !net.clients_busy(now)
         && net.clients.iter().enumerate().all(|(i, c)| {
             let pipe = &net.pipes[i];
             c.connected
@@ -1081,7 +1081,26 @@ pub(crate) fn serviceable(
     pipe: &Pipe,
     eof_read: bool,
 ) -> bool {
-    let peer_sent = !pipe.to_server.is_empty() || (pipe.client_eof && !eof_read) || pipe.reset;
+    serviceable_but_reads(
+        state, pending, filled, capacity, can_lend, pipe, eof_read, false,
+    )
+}
+
+/// [`serviceable`], where `reading` says a read is in flight already (completion
+/// scheduling: a read that waits for data), so that only the other work counts.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn serviceable_but_reads(
+    state: ConnState,
+    pending: usize,
+    filled: usize,
+    capacity: usize,
+    can_lend: bool,
+    pipe: &Pipe,
+    eof_read: bool,
+    reading: bool,
+) -> bool {
+    let peer_sent =
+        !reading && (!pipe.to_server.is_empty() || (pipe.client_eof && !eof_read) || pipe.reset);
     let room = if capacity == 0 {
         can_lend
     } else {

@@ -21,7 +21,7 @@ pub mod rng;
 pub mod schedule;
 pub mod smol;
 
-pub use completion::{run_completion, CompletionReport};
+pub use completion::{read_wait_for, run_completion, CompletionReport};
 pub use harness::{fuzz_one, run, Failure, Report};
 pub use schedule::{Behaviour, ClientPlan, Faults, Schedule, ServerPlan};
 

@@ -164,6 +164,8 @@ pub struct Client {
     pub connected: bool,
     /// Bytes of `payload` sent.
     pub sent: usize,
+    /// It writes again no sooner than this ([`ClientPlan::write_gap_us`]).
+    pub next_write_at: Instant,
 }
 
 impl Client {
@@ -232,6 +234,7 @@ impl Net {
                 connect_at: Instant::from_millis(plan.connect_at_ms.into()),
                 connected: false,
                 sent: 0,
+                next_write_at: Instant::ZERO,
             })
             .collect::<Vec<_>>();
         let pipes = clients.iter().map(|_| Pipe::default()).collect();
@@ -305,7 +308,11 @@ impl Net {
         let (plan, sent, total) = (client.plan.clone(), client.sent, client.payload.len());
         let pipe = &self.pipes[i];
         // Write a chunk (not once the server has closed: the write would fail).
-        if !pipe.client_eof && !pipe.server_closed && sent < total && pipe.to_server.len() < WINDOW
+        if !pipe.client_eof
+            && !pipe.server_closed
+            && sent < total
+            && pipe.to_server.len() < WINDOW
+            && now >= client.next_write_at
         {
             let n = usize::from(plan.write_chunk)
                 .min(total - sent)
@@ -313,6 +320,8 @@ impl Net {
             let chunk = self.clients[i].payload[sent..sent + n].to_vec();
             self.pipes[i].to_server.extend(chunk);
             self.clients[i].sent += n;
+            self.clients[i].next_write_at =
+                now + nbecho_core::Duration::from_micros(plan.write_gap_us.into());
             self.edge(i, true, false);
             acted = true;
         }
@@ -365,18 +374,29 @@ impl Net {
             .iter()
             .enumerate()
             .filter(|&(i, _)| !self.client_done(i))
-            .flat_map(|(_, c)| [c.connect_at, c.read_resumes_at()])
+            .flat_map(|(i, c)| {
+                let writes = c.sent < c.payload.len() && !self.pipes[i].client_eof;
+                [
+                    Some(c.connect_at),
+                    Some(c.read_resumes_at()),
+                    writes.then_some(c.next_write_at),
+                ]
+            })
+            .flatten()
             .filter(|&t| t > now)
             .min()
     }
 
-    /// True if some client would act again without time passing.
-    pub fn clients_busy(&self) -> bool {
+    /// True if some client would act again at `now`, without time passing.
+    pub fn clients_busy(&self, now: Instant) -> bool {
         self.clients.iter().enumerate().any(|(i, c)| {
             let pipe = &self.pipes[i];
             !self.client_done(i)
                 && c.connected
-                && ((!pipe.client_eof && c.sent < c.payload.len() && pipe.to_server.len() < WINDOW)
+                && ((!pipe.client_eof
+                    && c.sent < c.payload.len()
+                    && pipe.to_server.len() < WINDOW
+                    && now >= c.next_write_at)
                     || (c.plan.behaviour == Behaviour::HalfClose
                         && c.sent == c.payload.len()
                         && !pipe.client_eof))

@@ -98,6 +98,10 @@ pub struct ClientPlan {
     pub read_pause_ms: u16,
     /// What it does once its bytes are sent.
     pub behaviour: Behaviour,
+    /// Pause between two of its writes, in µs (0..=2000): 0 writes whenever the window
+    /// has room; more is a paced sender (requests with gaps between them), whose
+    /// connection's reads find nothing between two writes.
+    pub write_gap_us: u16,
 }
 
 /// How a client ends.
@@ -164,8 +168,9 @@ impl Schedule {
                     6 | 7 => Behaviour::ResetAfter(rng.range(0, 20_000) as u16),
                     _ => Behaviour::Idle,
                 },
+                write_gap_us: 0,
             })
-            .collect();
+            .collect::<Vec<_>>();
         // Drawn last, so that every seed keeps the shape it had before these existed.
         server.edge_batches = server.readiness && rng.chance(60);
         server.identity = rng.chance(25);
@@ -182,6 +187,14 @@ impl Schedule {
         server.short_reads_drain = rng.chance(50);
         server.stop_at_once = rng.chance(30);
         server.lines = rng.chance(25);
+        let mut clients = clients;
+        for client in &mut clients {
+            client.write_gap_us = if rng.chance(30) {
+                rng.range(1, 2000) as u16
+            } else {
+                0
+            };
+        }
         Self {
             seed,
             server,
@@ -232,6 +245,7 @@ impl Schedule {
                 write_chunk: clamp(c.write_chunk.into(), 1, 4096) as u16,
                 read_pause_ms: clamp(c.read_pause_ms.into(), 0, 3000) as u16,
                 behaviour: c.behaviour,
+                write_gap_us: clamp(c.write_gap_us.into(), 0, 2000) as u16,
             })
             .collect();
         Self {
@@ -265,14 +279,18 @@ pub mod strategy {
             1..4096u16,
             prop_oneof![3 => Just(0u16), 1 => 1..3000u16],
             behaviour(),
+            prop_oneof![7 => Just(0u16), 3 => 1..2000u16],
         )
             .prop_map(
-                |(connect_at_ms, bytes, write_chunk, read_pause_ms, behaviour)| ClientPlan {
-                    connect_at_ms,
-                    bytes,
-                    write_chunk,
-                    read_pause_ms,
-                    behaviour,
+                |(connect_at_ms, bytes, write_chunk, read_pause_ms, behaviour, write_gap_us)| {
+                    ClientPlan {
+                        connect_at_ms,
+                        bytes,
+                        write_chunk,
+                        read_pause_ms,
+                        behaviour,
+                        write_gap_us,
+                    }
                 },
             )
     }

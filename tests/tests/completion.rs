@@ -12,12 +12,16 @@ fn seeds_pass_with_operations_completing_in_any_order() {
         None => (0..1000).collect(),
     };
     let (mut reordered, mut most) = (0, 0);
+    let (mut waiting, mut waited, mut given_back) = (0, 0, 0);
     for seed in seeds {
         let schedule = Schedule::from_seed(seed);
         match run_completion(&schedule) {
             Ok(report) => {
                 reordered += report.reordered;
                 most = most.max(report.most_in_flight);
+                waiting += report.waiting_reads;
+                waited += report.waited_for_data;
+                given_back += report.given_back;
             }
             Err(failure) => panic!("{failure}\n  schedule: {schedule:#?}"),
         }
@@ -30,5 +34,10 @@ fn seeds_pass_with_operations_completing_in_any_order() {
     assert!(
         reordered > 1000,
         "only {reordered} completions out of order"
+    );
+    // Reads waited for data, some of them got it, others gave their buffers back.
+    assert!(
+        waiting > 5_000 && waited > 1_000 && given_back > 2_000,
+        "{waiting} waiting reads, {waited} got data after waiting, {given_back} gave back"
     );
 }

@@ -38,6 +38,7 @@ fn a_plain_echo() {
             write_chunk: 100,
             read_pause_ms: 0,
             behaviour: Behaviour::HalfClose,
+            write_gap_us: 0,
         }],
     };
     let report = pass(&schedule);
@@ -118,6 +119,7 @@ fn bulk_transfers_use_large_buffers() {
         write_chunk: 4096,
         read_pause_ms: 0,
         behaviour: Behaviour::HalfClose,
+        write_gap_us: 0,
     };
     let schedule = Schedule {
         seed: 3,
@@ -149,6 +151,7 @@ fn bulk_transfers_use_large_buffers() {
                 write_chunk: 10,
                 read_pause_ms: 0,
                 behaviour: Behaviour::HalfClose,
+                write_gap_us: 0,
             },
         ],
     };
@@ -172,6 +175,7 @@ fn bulk_streams_do_not_starve_a_newcomer() {
             write_chunk: 4096,
             read_pause_ms: 0,
             behaviour: Behaviour::HalfClose,
+            write_gap_us: 0,
         };
         let mut clients = vec![stream; 7];
         clients.push(ClientPlan {

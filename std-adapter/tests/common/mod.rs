@@ -2,12 +2,14 @@
 //! port, deterministic payloads, and an echo client.
 #![allow(dead_code)] // each test file uses its own subset
 
-/// Defines `$name::poll`, `$name::epoll` and `$name::uring`: the same test body once per
-/// driver of `serve`'s own loop, with `$driver` bound to the driver's `--driver` value.
-/// Where io_uring is unavailable the `uring` test says it was skipped and passes.
+/// Defines `$name::poll`, `$name::epoll`, `$name::uring` and `$name::uring_wait`: the
+/// same test body once per driver of `serve`'s own loop, with `$driver` bound to the
+/// driver's `--driver` value (`uring_wait`: the io_uring driver whose reads wait in the
+/// kernel for data, `--driver uring --read-wait 10ms`, which [`Server::start`] spells
+/// out). Where io_uring is unavailable the `uring` tests say they were skipped and pass.
 macro_rules! both_drivers {
     ($($(#[$attr:meta])* fn $name:ident($driver:ident) $body:block)*) => {$(
-        per_driver!([poll epoll uring] $(#[$attr])* fn $name($driver) $body);
+        per_driver!([poll epoll uring uring_wait] $(#[$attr])* fn $name($driver) $body);
     )*};
 }
 
@@ -15,7 +17,7 @@ macro_rules! both_drivers {
 #[allow(unused_macros)] // not every test file has tests for all of them
 macro_rules! all_drivers {
     ($($(#[$attr:meta])* fn $name:ident($driver:ident) $body:block)*) => {$(
-        per_driver!([poll epoll tokio uring] $(#[$attr])* fn $name($driver) $body);
+        per_driver!([poll epoll tokio uring uring_wait] $(#[$attr])* fn $name($driver) $body);
     )*};
 }
 
@@ -65,7 +67,7 @@ pub(crate) fn skipped(driver: &str) -> bool {
             .join()
             .unwrap_or(false)
     });
-    if driver == "uring" && !available {
+    if driver.starts_with("uring") && !available {
         eprintln!(
             "skipped: io_uring is unavailable here (the server would say to use --driver epoll)"
         );
@@ -115,13 +117,19 @@ impl Server {
     }
 
     /// Starts `command serve --listen 127.0.0.1:0 ARGS` (without the `--listen` when ARGS
-    /// have their own).
+    /// have their own; the driver `uring_wait` is `uring --read-wait 10ms`).
     #[track_caller]
     pub(crate) fn start_command(mut command: Command, args: &[&str]) -> Self {
         command.arg("serve");
         if !args.iter().any(|a| matches!(*a, "--listen" | "-l")) {
             command.args(["--listen", "127.0.0.1:0"]);
         }
+        if args.contains(&"uring_wait") {
+            command.args(["--read-wait", "10ms"]);
+        }
+        let args = args
+            .iter()
+            .map(|&a| if a == "uring_wait" { "uring" } else { a });
         let mut child = command
             .args(args)
             .stdin(Stdio::null())
