@@ -573,3 +573,51 @@ fn a_stop_cancels_a_waiting_read() {
     assert_eq!(next(&mut s, t0), Got::Shutdown(c));
     assert_eq!(s.buffers().1, 0);
 }
+
+/// While a connection waits for a buffer, no read waits for data holding one: the
+/// buffer goes to the connection that has data as soon as its output is sent.
+#[test]
+fn no_read_waits_while_a_connection_waits_for_a_buffer() {
+    let (mut s, ids) = waiting_reads(2, 1, Duration::from_secs(1));
+    let (a, b, t0) = (ids[0], ids[1], Instant::ZERO);
+    s.on_ready(a, true, true).unwrap();
+    expect_recv(&mut s, t0, a, false);
+    s.on_ready(b, true, true).unwrap();
+    assert_eq!(next(&mut s, t0), Got::Wait(None), "b waits for the buffer");
+    read_and_echo(&mut s, t0, a, b"abc");
+    assert_eq!(
+        next(&mut s, t0),
+        Got::Wait(None),
+        "a's next read would wait"
+    );
+    s.on_send(t0, a, Ok(3)).unwrap();
+    expect_recv(&mut s, t0, b, false);
+    assert_eq!(s.stats().waiting_reads, 0);
+}
+
+/// A read waits only when no other connection is queued: while others are busy, their
+/// operations carry a read that does not wait to the transport at no extra cost.
+#[test]
+fn a_read_waits_only_when_no_other_connection_is_queued() {
+    let (mut s, ids) = waiting_reads(2, 2, Duration::from_secs(1));
+    let (a, b, t0) = (ids[0], ids[1], Instant::ZERO);
+    for c in [a, b] {
+        s.on_ready(c, true, true).unwrap();
+        expect_recv(&mut s, t0, c, false);
+    }
+    for (c, data) in [(a, b"abc"), (b, b"xyz")] {
+        s.in_flight_recv(c).unwrap()[..3].copy_from_slice(data);
+        s.on_recv(t0, c, Ok(3)).unwrap();
+    }
+    // The first served reads no more: the other is queued. The last one's read waits.
+    let first = match next(&mut s, t0) {
+        Got::Send(c, bytes) => {
+            assert_eq!(bytes, if c == a { b"ABC" } else { b"XYZ" });
+            c
+        }
+        other => panic!("{other:?}"),
+    };
+    let last = if first == a { b } else { a };
+    assert!(matches!(next(&mut s, t0), Got::Send(c, _) if c == last));
+    expect_recv(&mut s, t0, last, true);
+}

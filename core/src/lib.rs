@@ -37,7 +37,9 @@
 //! a `Recv` and a `Send` may instead be reported when they complete, after other polls and
 //! in any order: per connection one of each may be in flight, the buffer of a `Recv` and
 //! the bytes of a `Send` stay lent until their report, and a connection that must close
-//! while something is in flight is first asked to `Cancel` it. `Accept` and `Probe` are
+//! while something is in flight is first asked to `Cancel` it. With
+//! [`Config::read_wait`] a `Recv` may *wait* in the transport for data; the core bounds
+//! how long it holds its buffer and takes it back with [`Action::CancelRecv`]. `Accept` and `Probe` are
 //! always reported before the next `poll`. This needs the table of
 //! [`Storage::with_completions`]; a server without it has no completion code at all. Time is an input: every call that needs it takes `now`. A report
 //! that does not match the last action, or names a closed connection, is a
