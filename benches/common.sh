@@ -3,8 +3,8 @@
 
 # start NAME [FLAGS...]: starts server NAME pinned to core 0 on the next PORT, and returns
 # once it accepts connections; sets PID and PORT. poll, epoll, uring: `nbecho serve` with
-# that driver, no idle timeout, and FLAGS; uring-nowait: uring whose reads never wait
-# in the kernel (`--read-wait 0`); ntokio: the same with `--driver tokio`; mio,
+# that driver, no idle timeout, and FLAGS; uring-wait: uring whose reads wait in the
+# kernel for data (`--read-wait 10ms`); ntokio: the same with `--driver tokio`; mio,
 # tokio: the peers; async: nbecho-async's tokio example.
 start() {
     PORT=$((PORT + 1))
@@ -13,8 +13,8 @@ start() {
     case $name in
         poll|epoll|uring) taskset -c 0 "$BIN/nbecho" serve -q --listen "$addr" --driver "$name" \
                         --idle-timeout 0 "$@" & ;;
-        uring-nowait) taskset -c 0 "$BIN/nbecho" serve -q --listen "$addr" --driver uring \
-                        --idle-timeout 0 --read-wait 0 "$@" & ;;
+        uring-wait) taskset -c 0 "$BIN/nbecho" serve -q --listen "$addr" --driver uring \
+                        --idle-timeout 0 --read-wait 10ms "$@" & ;;
         ntokio) taskset -c 0 "$BIN/nbecho" serve -q --listen "$addr" --driver tokio \
                         --idle-timeout 0 "$@" & ;;
         mio) taskset -c 0 "$BIN/mio-echo" "$addr" >/dev/null & ;;
