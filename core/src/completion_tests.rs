@@ -621,3 +621,32 @@ fn a_read_waits_only_when_no_other_connection_is_queued() {
     assert!(matches!(next(&mut s, t0), Got::Send(c, _) if c == last));
     expect_recv(&mut s, t0, last, true);
 }
+
+/// A connection that needs a buffer takes one back even when the oldest waiting read's
+/// buffer still holds output (its write is stuck): the next waiting read gives its back.
+#[test]
+fn a_buffer_comes_back_past_a_waiting_read_whose_buffer_holds_output() {
+    let (mut s, ids) = waiting_reads(3, 2, Duration::from_secs(1));
+    let (a, b, c, t0) = (ids[0], ids[1], ids[2], Instant::ZERO);
+    // a: its echo is in flight (its peer does not read), and a read waits.
+    s.on_ready(a, true, true).unwrap();
+    expect_recv(&mut s, t0, a, false);
+    read_and_echo(&mut s, t0, a, b"abc");
+    expect_recv(&mut s, t0, a, true);
+    // b: echoed, and a read waits.
+    s.on_ready(b, true, true).unwrap();
+    expect_recv(&mut s, t0, b, false);
+    read_and_echo(&mut s, t0, b, b"xyz");
+    expect_recv(&mut s, t0, b, true);
+    s.on_send(t0, b, Ok(3)).unwrap();
+    // c has data and no buffer: a's read gives its back first, but a's buffer holds
+    // output; so b's read gives its back too, and c gets b's buffer.
+    s.on_ready(c, true, true).unwrap();
+    assert_eq!(next(&mut s, t0), Got::CancelRecv(a));
+    s.on_recv(t0, a, Err(nb::Error::Other(ErrorKind::Interrupted)))
+        .unwrap();
+    assert_eq!(next(&mut s, t0), Got::CancelRecv(b));
+    s.on_recv(t0, b, Err(nb::Error::Other(ErrorKind::Interrupted)))
+        .unwrap();
+    expect_recv(&mut s, t0, c, false);
+}
