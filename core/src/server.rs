@@ -507,8 +507,10 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         if self.probes.front().is_some() {
             until = until.min(later(self.probe_at));
         }
-        if let Some(end) = self.first_hold_end() {
-            until = until.min(later(end));
+        if self.waits_for_data() {
+            if let Some(end) = self.first_hold_end() {
+                until = until.min(later(end));
+            }
         }
         if self.config.scheduling == Scheduling::Polling {
             self.idle_backoff = if self.idle_backoff.is_zero() {
