@@ -489,6 +489,21 @@ fn read_and_echo(s: &mut Completing, now: Instant, c: ConnId, data: &[u8]) {
     assert_eq!(next(s, now), Got::Send(c, data.to_ascii_uppercase()));
 }
 
+/// `c` becomes readable, reads `data` (a read that does not wait), echoes it, and asks
+/// for a read that waits: that read's length. The echo is in flight.
+fn echo_then_wait(s: &mut Completing, now: Instant, c: ConnId, data: &[u8]) -> usize {
+    s.on_ready(c, true, true).unwrap();
+    expect_recv(s, now, c, false);
+    read_and_echo(s, now, c, data);
+    expect_recv(s, now, c, true)
+}
+
+/// `c`'s waiting read reports that it was cancelled.
+fn cancelled(s: &mut Completing, now: Instant, c: ConnId) {
+    s.on_recv(now, c, Err(nb::Error::Other(ErrorKind::Interrupted)))
+        .unwrap();
+}
+
 /// After a read that brings data the next read waits for more, holding the buffer; at
 /// the end of the hold the server cancels it (once), and once it is reported the
 /// connection holds no buffer and reads only on readiness again.
@@ -497,18 +512,14 @@ fn a_read_after_data_waits_then_gives_its_buffer_back_at_the_end_of_its_hold() {
     let hold = Duration::from_millis(1);
     let (mut s, c) = waiting_reads(1, 1, hold);
     let (c, t0) = (c[0], Instant::ZERO);
-    s.on_ready(c, true, true).unwrap();
-    expect_recv(&mut s, t0, c, false);
-    read_and_echo(&mut s, t0, c, b"abc");
-    // In the same visit: a read that waits, into the rest of the buffer.
-    assert_eq!(expect_recv(&mut s, t0, c, true), 61);
+    // In the same visit as the echo: a read that waits, into the rest of the buffer.
+    assert_eq!(echo_then_wait(&mut s, t0, c, b"abc"), 61);
     s.on_send(t0, c, Ok(3)).unwrap();
     assert_eq!(s.buffers().1, 1, "the waiting read holds the buffer");
     assert_eq!(next(&mut s, t0), Got::Wait(Some(t0 + hold)));
     assert_eq!(next(&mut s, t0 + hold), Got::CancelRecv(c));
     assert_eq!(next(&mut s, t0 + hold), Got::Wait(None), "asked once");
-    s.on_recv(t0 + hold, c, Err(nb::Error::Other(ErrorKind::Interrupted)))
-        .unwrap();
+    cancelled(&mut s, t0 + hold, c);
     assert_eq!(s.buffers().1, 0, "an idle connection holds no buffer");
     assert_eq!(next(&mut s, t0 + hold), Got::Wait(None));
     s.on_ready(c, true, false).unwrap();
@@ -524,10 +535,7 @@ fn a_read_after_data_waits_then_gives_its_buffer_back_at_the_end_of_its_hold() {
 fn a_waiting_read_that_brings_data_is_followed_by_another() {
     let (mut s, c) = waiting_reads(1, 1, Duration::from_secs(1));
     let (c, t0) = (c[0], Instant::ZERO);
-    s.on_ready(c, true, true).unwrap();
-    expect_recv(&mut s, t0, c, false);
-    read_and_echo(&mut s, t0, c, b"one");
-    expect_recv(&mut s, t0, c, true);
+    echo_then_wait(&mut s, t0, c, b"one");
     s.on_send(t0, c, Ok(3)).unwrap();
     s.on_ready(c, true, false).unwrap(); // the edge for the next data
     read_and_echo(&mut s, t0, c, b"two");
@@ -542,16 +550,12 @@ fn a_waiting_read_that_brings_data_is_followed_by_another() {
 fn a_connection_with_data_takes_a_buffer_back_from_a_waiting_read() {
     let (mut s, ids) = waiting_reads(2, 1, Duration::from_secs(1));
     let (a, b, t0) = (ids[0], ids[1], Instant::ZERO);
-    s.on_ready(a, true, true).unwrap();
-    expect_recv(&mut s, t0, a, false);
-    read_and_echo(&mut s, t0, a, b"abc");
-    expect_recv(&mut s, t0, a, true);
+    echo_then_wait(&mut s, t0, a, b"abc");
     s.on_send(t0, a, Ok(3)).unwrap();
     assert_eq!(s.buffers(), (1, 1));
     s.on_ready(b, true, true).unwrap();
     assert_eq!(next(&mut s, t0), Got::CancelRecv(a));
-    s.on_recv(t0, a, Err(nb::Error::Other(ErrorKind::Interrupted)))
-        .unwrap();
+    cancelled(&mut s, t0, a);
     expect_recv(&mut s, t0, b, false);
     read_and_echo(&mut s, t0, b, b"xyz");
 }
@@ -561,15 +565,11 @@ fn a_connection_with_data_takes_a_buffer_back_from_a_waiting_read() {
 fn a_stop_cancels_a_waiting_read() {
     let (mut s, c) = waiting_reads(1, 1, Duration::from_secs(60));
     let (c, t0) = (c[0], Instant::ZERO);
-    s.on_ready(c, true, true).unwrap();
-    expect_recv(&mut s, t0, c, false);
-    read_and_echo(&mut s, t0, c, b"abc");
-    expect_recv(&mut s, t0, c, true);
+    echo_then_wait(&mut s, t0, c, b"abc");
     s.on_send(t0, c, Ok(3)).unwrap();
     s.begin_shutdown(t0 + Duration::from_secs(5));
     assert_eq!(next(&mut s, t0), Got::CancelRecv(c));
-    s.on_recv(t0, c, Err(nb::Error::Other(ErrorKind::Interrupted)))
-        .unwrap();
+    cancelled(&mut s, t0, c);
     assert_eq!(next(&mut s, t0), Got::Shutdown(c));
     assert_eq!(s.buffers().1, 0);
 }
@@ -629,24 +629,16 @@ fn a_buffer_comes_back_past_a_waiting_read_whose_buffer_holds_output() {
     let (mut s, ids) = waiting_reads(3, 2, Duration::from_secs(1));
     let (a, b, c, t0) = (ids[0], ids[1], ids[2], Instant::ZERO);
     // a: its echo is in flight (its peer does not read), and a read waits.
-    s.on_ready(a, true, true).unwrap();
-    expect_recv(&mut s, t0, a, false);
-    read_and_echo(&mut s, t0, a, b"abc");
-    expect_recv(&mut s, t0, a, true);
+    echo_then_wait(&mut s, t0, a, b"abc");
     // b: echoed, and a read waits.
-    s.on_ready(b, true, true).unwrap();
-    expect_recv(&mut s, t0, b, false);
-    read_and_echo(&mut s, t0, b, b"xyz");
-    expect_recv(&mut s, t0, b, true);
+    echo_then_wait(&mut s, t0, b, b"xyz");
     s.on_send(t0, b, Ok(3)).unwrap();
     // c has data and no buffer: a's read gives its back first, but a's buffer holds
     // output; so b's read gives its back too, and c gets b's buffer.
     s.on_ready(c, true, true).unwrap();
     assert_eq!(next(&mut s, t0), Got::CancelRecv(a));
-    s.on_recv(t0, a, Err(nb::Error::Other(ErrorKind::Interrupted)))
-        .unwrap();
+    cancelled(&mut s, t0, a);
     assert_eq!(next(&mut s, t0), Got::CancelRecv(b));
-    s.on_recv(t0, b, Err(nb::Error::Other(ErrorKind::Interrupted)))
-        .unwrap();
+    cancelled(&mut s, t0, b);
     expect_recv(&mut s, t0, c, false);
 }
