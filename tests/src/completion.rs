@@ -38,7 +38,7 @@ use nbecho_core::{
 };
 
 use crate::harness::{
-    serviceable_but_reads, sim_config, Bounds, Failure, Fill, SimMemory, SimService, MAX_STEPS,
+    serviceable, sim_config, Bounds, Failure, Fill, SimMemory, SimService, MAX_STEPS,
     SERVE_WITHIN_TIME,
 };
 use crate::net::{Net, SharedNet, SimListener, SimStream};
@@ -546,7 +546,7 @@ impl Fairness {
                 .iter()
                 .any(|&op| op.conn() == conn && !(op == Op::Recv(conn) && waits));
             let ready_if = |can_lend: bool| {
-                idle && serviceable_but_reads(
+                idle && serviceable(
                     state,
                     pending,
                     filled,

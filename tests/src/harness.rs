@@ -1072,24 +1072,11 @@ impl Fill {
 
 /// True if an operation on this connection can make progress or end it now. `capacity`
 /// is its buffer's (0: it holds none, and needs one that `can_lend`).
-pub(crate) fn serviceable(
-    state: ConnState,
-    pending: usize,
-    filled: usize,
-    capacity: usize,
-    can_lend: bool,
-    pipe: &Pipe,
-    eof_read: bool,
-) -> bool {
-    serviceable_but_reads(
-        state, pending, filled, capacity, can_lend, pipe, eof_read, false,
-    )
-}
-
-/// [`serviceable`], where `reading` says a read is in flight already (completion
-/// scheduling: a read that waits for data), so that only the other work counts.
+///
+/// `reading`: a read is in flight already (completion scheduling: a read that waits for
+/// data), so that only the other work counts.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn serviceable_but_reads(
+pub(crate) fn serviceable(
     state: ConnState,
     pending: usize,
     filled: usize,
@@ -1145,6 +1132,7 @@ fn check_service(
                 can_lend,
                 &n.pipes[client],
                 model.eof_read[client],
+                false,
             );
         let since = &mut model.ready_since[client];
         match (*since, ready) {
