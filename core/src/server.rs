@@ -1041,7 +1041,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     /// otherwise go idle until this connection's readiness; while others are busy their
     /// operations carry this one's read to the transport at no extra cost, and a read
     /// that waits costs the transport more than one that does not (io_uring arms a poll
-    /// for it: measured, 10 to 25% more CPU per message at 64 connections).
+    /// for it: measured, 6 to 37% more CPU per message at 64 connections).
     #[inline]
     fn may_wait(&self, idx: u32, state: ConnState) -> bool {
         self.waits_for_data()
