@@ -160,7 +160,8 @@ struct ServeArgs {
     /// in the kernel for more (no readiness round trip: 2 `io_uring_enter` per message of
     /// a lone request-response connection instead of 3), holding its buffer for at most
     /// this long, or until a connection without one needs it. Off (0) by default: on
-    /// Linux 6.18 it lowered neither server CPU nor latency per message (BENCHMARKS.md).
+    /// Linux 6.18 it did not reliably lower server CPU or latency per message
+    /// (BENCHMARKS.md).
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
     read_wait: Duration,
     /// How connections are driven: `poll` tries every connection each pass (the textbook
