@@ -544,6 +544,55 @@ fn a_waiting_read_that_brings_data_is_followed_by_another() {
     assert_eq!(s.stats().bytes_out, 6);
 }
 
+/// The order io_uring reports them in: a waiting read's completion, then the poll's
+/// read-ready edge for the data that read took. The next read still waits (with data
+/// there it completes at once; without, it waits): a read that does not wait would only
+/// find nothing, one failed read per message.
+#[test]
+fn a_read_ready_edge_after_a_waiting_reads_data_does_not_stop_the_next_from_waiting() {
+    let (mut s, c) = waiting_reads(1, 1, Duration::from_secs(1));
+    let (c, t0) = (c[0], Instant::ZERO);
+    echo_then_wait(&mut s, t0, c, b"one");
+    s.on_send(t0, c, Ok(3)).unwrap();
+    read_and_echo(&mut s, t0, c, b"two");
+    s.on_ready(c, true, false).unwrap(); // the edge for "two", after its read
+    expect_recv(&mut s, t0, c, true);
+    s.on_send(t0, c, Ok(3)).unwrap();
+    // Cancelled at the end of its hold, it leaves the connection readable, as it was
+    // when asked for: the edge may have announced data that came after "two".
+    let end = t0 + Duration::from_secs(1);
+    assert_eq!(next(&mut s, end), Got::CancelRecv(c));
+    cancelled(&mut s, end, c);
+    assert_eq!(expect_recv(&mut s, end, c, false), 64);
+}
+
+/// A read-ready edge that came while a waiting read brought data is kept: when the
+/// connection's next read may not wait (another connection is queued), the edge makes
+/// it a plain read. Dropping it would leave the data it announced unread, with no edge
+/// to come, until the peer sent more.
+#[test]
+fn an_edge_during_a_waiting_read_is_kept_for_a_read_that_may_not_wait() {
+    let (mut s, ids) = waiting_reads(2, 2, Duration::from_secs(1));
+    let (a, b, t0) = (ids[0], ids[1], Instant::ZERO);
+    echo_then_wait(&mut s, t0, a, b"one");
+    s.on_send(t0, a, Ok(3)).unwrap();
+    assert_eq!(
+        next(&mut s, t0),
+        Got::Wait(Some(t0 + Duration::from_secs(1)))
+    );
+    s.on_ready(a, true, false).unwrap(); // "two" and "three" came while it waited
+    s.in_flight_recv(a).unwrap()[..3].copy_from_slice(b"two");
+    s.on_recv(t0, a, Ok(3)).unwrap();
+    s.on_ready(b, true, true).unwrap(); // b is queued behind a
+    assert_eq!(next(&mut s, t0), Got::Send(a, b"TWO".to_vec()));
+    // b is queued, so a's read may not wait; the edge makes it a plain read, into the
+    // rest of a's buffer.
+    assert_eq!(expect_recv(&mut s, t0, a, false), 58);
+    s.in_flight_recv(a).unwrap()[..5].copy_from_slice(b"three");
+    s.on_recv(t0, a, Ok(5)).unwrap();
+    expect_recv(&mut s, t0, b, false);
+}
+
 /// With every buffer held by waiting reads, a connection that has data takes one back:
 /// the oldest waiting read is cancelled, and its buffer goes to that connection.
 #[test]

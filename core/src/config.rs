@@ -74,7 +74,11 @@ pub struct Config {
     /// the connection may *wait* in the transport for more ([`Action::Recv`] with `wait`;
     /// io_uring without `MSG_DONTWAIT`) instead of waiting for readiness first: a reply's
     /// next request then costs no readiness round trip (for io_uring, one
-    /// `io_uring_enter` fewer per message). A waiting read holds its buffer, so it holds
+    /// `io_uring_enter` fewer per message). It is asked to wait whether or not readiness
+    /// was reported meanwhile: with data there it completes at once, and io_uring
+    /// reports the read-ready edge for the data a read took after that read, where a
+    /// read that may not wait would find nothing. While other connections are queued, or
+    /// one waits for a buffer, reads do not wait. A waiting read holds its buffer, so it holds
     /// it for at most this long: then the server cancels it ([`Action::CancelRecv`]),
     /// and the connection waits for readiness holding no buffer, as before. A connection
     /// that needs a buffer while none is free takes the oldest waiting read's back at

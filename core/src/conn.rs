@@ -247,6 +247,9 @@ pub struct InFlight {
     /// ([`Config::read_wait`](crate::Config::read_wait)): since `waiting_since`, on the
     /// list of waiting reads (`hold`), oldest first.
     pub(crate) waits: bool,
+    /// The waiting read was asked for with readiness reported (it need not have been):
+    /// what the connection is again if the read is cancelled or interrupted.
+    pub(crate) waited_ready: bool,
     /// The last read brought data: the next one may wait for more.
     pub(crate) wait_next: bool,
     /// The waiting read is to give its buffer back: ask `CancelRecv` at the next visit.
@@ -266,6 +269,7 @@ impl InFlight {
         read_edge: false,
         write_edge: false,
         waits: false,
+        waited_ready: false,
         wait_next: false,
         give_back: false,
         cancel_recv: false,

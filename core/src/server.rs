@@ -623,8 +623,12 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             self.pending = Some(Pending::Probe { conn });
             return Some(Plan::Probe(conn));
         }
-        // A read without readiness: one that waits for data.
-        let wait = !slot.readable && self.may_wait(idx, state);
+        // A read that may wait for data waits whether or not readiness was reported: with
+        // data there it completes at once, as one that does not wait would; without, it
+        // waits rather than failing. (A read-ready edge for the data a waiting read took
+        // can come after that read's completion, so "readable" after a waiting read is
+        // often stale: a read that may not wait would cost a failed read per message.)
+        let wait = self.may_wait(idx, state);
         let slot = &self.slots[idx as usize];
         if state.may_recv()
             && (slot.readable || wait)
@@ -634,7 +638,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
                 match self.pool.alloc(slot.bulk) {
                     Some(block) => self.slots[idx as usize].block = block,
                     // A read that would only wait for data does not queue for a buffer.
-                    None if wait => return None,
+                    None if wait && !slot.readable => return None,
                     None => {
                         // Backpressure: wait in line for a buffer to come back.
                         self.wait_for_buffer(idx);
@@ -656,6 +660,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
                 (slot.head + slot.len, block_size - slot.head - slot.len)
             };
             let range = self.pool.range(slot.block, start, len);
+            let readable = slot.readable;
             self.visit_ops += 1;
             self.ask(Pending::Recv {
                 conn,
@@ -663,7 +668,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
                 max: len,
             });
             if wait {
-                self.hold(idx, now);
+                self.hold(idx, now, readable);
             }
             return Some(Plan::Recv(conn, range, wait));
         }
@@ -1061,13 +1066,15 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     }
 
     /// The `Recv` being planned for `idx` waits for data: it holds its buffer until
-    /// `now` plus the hold, at the end of the list.
+    /// `now` plus the hold, at the end of the list. `readable`: readiness was reported
+    /// when it was asked for.
     #[cold]
     #[inline(never)]
-    fn hold(&mut self, idx: u32, now: Instant) {
+    fn hold(&mut self, idx: u32, now: Instant, readable: bool) {
         self.stats.waiting_reads += 1;
         let flight = &mut self.in_flight[idx as usize];
         flight.waits = true;
+        flight.waited_ready = readable;
         flight.waiting_since = now;
         self.holds
             .push_back(self.in_flight.entries(), hold_links, idx);
@@ -1115,32 +1122,30 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         }
     }
 
-    /// A read of `idx` completed: whether it was one that waited (it leaves the list of
-    /// holds).
+    /// A read of `idx` completed: if it was one that waited (it leaves the list of
+    /// holds), whether readiness was reported when it was asked for.
     ///
     /// Once a read brings data the next may wait, and so on until a waiting read gives
-    /// its buffer back, or the stream ends or fails; a would-block changes nothing. So a
-    /// read-ready edge that came while a read waited, and that read brought data, is
-    /// dropped: the data it announced is what that read took, or is found by the next
-    /// read, which waits for it (where keeping it would cost a read that would-blocks
-    /// per message, the poll's edge for the very data the waiting read took). After a
-    /// cancelled waiting read the edge is kept: no read waits any more.
+    /// its buffer back, or the stream ends or fails; a would-block changes nothing.
+    ///
+    /// Read-ready edges are never dropped here. The edge for the data a waiting read
+    /// took often comes after that read's completion (io_uring posts the poll's
+    /// completion after the read's), so it cannot be told from an edge for new data;
+    /// instead a read that may wait is asked to wait even with readiness reported (it
+    /// completes at once if data is there). Where the next read may not wait (other
+    /// connections are queued), the edge makes it a plain read, which may find nothing:
+    /// dropping it instead could leave data unread with no edge to come.
     #[cold]
     #[inline(never)]
-    fn end_wait(&mut self, idx: u32, outcome: &nb::Result<usize, ErrorKind>) -> bool {
+    fn end_wait(&mut self, idx: u32, outcome: &nb::Result<usize, ErrorKind>) -> Option<bool> {
         self.holds.unlink(self.in_flight.entries(), hold_links, idx);
         let flight = &mut self.in_flight[idx as usize];
-        let waited = flight.waits;
+        let waited = flight.waits.then_some(flight.waited_ready);
         flight.waits = false;
         flight.give_back = false;
         flight.cancel_recv = false;
         match outcome {
-            Ok(1..) => {
-                flight.wait_next = true;
-                if waited {
-                    flight.read_edge = false;
-                }
-            }
+            Ok(1..) => flight.wait_next = true,
             Err(nb::Error::WouldBlock) => {}
             _ => flight.wait_next = false,
         }
@@ -1369,7 +1374,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             }
         }
         let idx = conn.index;
-        let mut waited = false;
+        let mut waited = None;
         if self.completion() {
             self.in_flight[idx as usize].recv = None;
             if self.waits_for_data() {
@@ -1431,18 +1436,20 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
                 }
             }
             Err(nb::Error::WouldBlock) => self.slots[idx as usize].readable = false,
-            // A waiting read cancelled: the connection reads on readiness again.
-            Err(nb::Error::Other(ErrorKind::Interrupted)) if waited => {
-                self.slots[idx as usize].readable = false;
+            // Interrupted (a waiting read cancelled, too): readable as when it was asked
+            // for; edges that came meanwhile are kept.
+            Err(nb::Error::Other(ErrorKind::Interrupted)) => {
+                if let Some(ready) = waited {
+                    self.slots[idx as usize].readable = ready;
+                }
             }
-            Err(nb::Error::Other(ErrorKind::Interrupted)) => {}
             Err(nb::Error::Other(kind)) => self.fail(idx, kind),
         }
         let slot = &self.slots[idx as usize];
         if slot.len == 0 && input_held(self.service.is_transform(), slot) == 0 && slot.block != NIL
         {
             self.give_back_block(idx);
-        } else if waited
+        } else if waited.is_some()
             && slot.block != NIL
             && outcome == Err(nb::Error::Other(ErrorKind::Interrupted))
             && self.buffer_waiters.front().is_some()
