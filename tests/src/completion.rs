@@ -10,8 +10,9 @@
 //!
 //! Most seeds also let reads wait for data ([`Config::read_wait`](nbecho_core::Config::read_wait),
 //! [`read_wait_for`]): a read asked to wait that finds nothing stays in flight until data
-//! comes, or until it is cancelled. Two more oracles then: a waiting read gives its
-//! buffer back (is cancelled) within its hold and [`SERVE_WITHIN_TIME`]; and a
+//! comes, or until it is cancelled. More oracles then: a waiting read gives its
+//! buffer back (is cancelled) within its hold and [`SERVE_WITHIN_TIME`], and within
+//! [`SERVE_WITHIN_TIME`] of a graceful stop; and a
 //! connection that has data and lacks only a buffer, while waiting reads hold some, gets
 //! one within [`SERVE_WITHIN_TIME`] (the core takes buffers back from waiting reads for
 //! it).
@@ -120,6 +121,7 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
         read_wait: config.read_wait,
         eof_read: vec![false; s.clients.len()],
         bounds,
+        stopped_at: None,
     };
     let net: SharedNet = Net::new(s.seed, s.faults.clone(), &s.clients, answer);
     net.borrow_mut().short_reads_drain = s.server.short_reads_drain;
@@ -195,6 +197,7 @@ pub fn run_completion(schedule: &Schedule) -> Result<CompletionReport, Failure> 
                 drop(n);
                 server.begin_shutdown(now + Duration::from_secs(30));
                 shutting_down = true;
+                fairness.stopped_at = Some(now);
             }
         }
         report.most_in_flight = report.most_in_flight.max(in_flight.len());
@@ -496,6 +499,8 @@ struct Fairness {
     eof_read: Vec<bool>,
     bounds: Bounds,
     read_wait: Option<Duration>,
+    /// When the graceful stop began, if it has.
+    stopped_at: Option<Instant>,
 }
 
 impl Fairness {
@@ -523,6 +528,15 @@ impl Fairness {
                         "{conn}: a read has waited for data since {since}, holding its buffer \
                          past its hold of {hold} (and {SERVE_WITHIN_TIME} more)"
                     ));
+                }
+                // A stop cancels reads that wait: they would hold it up to their hold.
+                if let Some(stop) = self.stopped_at {
+                    if now - stop.max(*since) > SERVE_WITHIN_TIME {
+                        return Err(format!(
+                            "{conn}: a read has waited for data since {since}, and the stop \
+                             began at {stop}: not cancelled within {SERVE_WITHIN_TIME}"
+                        ));
+                    }
                 }
             }
         }
