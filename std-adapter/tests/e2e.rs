@@ -617,6 +617,21 @@ all_drivers! {
 }
 }
 
+/// A connection to `server` whose reads time out at [`LIMIT`].
+fn ping_stream(server: &Server) -> TcpStream {
+    let stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    stream
+}
+
+/// One request and its reply, byte for byte: `ping!` answered `PING!`.
+fn ping(stream: &mut TcpStream, round: usize) {
+    let mut reply = [0u8; 5];
+    stream.write_all(b"ping!").unwrap();
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"PING!", "round {round}");
+}
+
 /// io_uring's reads that wait in the kernel for data (`--read-wait`): a ping-pong is
 /// answered through them, and a pause longer than the hold gives the waiting read's
 /// buffer back (the hold's cancel); the exchange goes on after it.
@@ -626,16 +641,12 @@ fn uring_reads_that_wait_for_data_answer_and_give_back_at_the_end_of_their_hold(
         return;
     }
     let server = Server::start(&["--driver", "uring", "--read-wait", "20ms"]);
-    let mut stream = TcpStream::connect(server.addr).unwrap();
-    stream.set_read_timeout(Some(LIMIT)).unwrap();
-    let mut reply = [0u8; 5];
+    let mut stream = ping_stream(&server);
     for round in 0..50 {
         if round == 25 {
             thread::sleep(Duration::from_millis(300)); // well past the hold
         }
-        stream.write_all(b"ping!").unwrap();
-        stream.read_exact(&mut reply).unwrap();
-        assert_eq!(&reply, b"PING!", "round {round}");
+        ping(&mut stream, round);
     }
     drop(stream);
     server.signal("TERM");
@@ -659,13 +670,9 @@ fn uring_a_stop_cancels_a_read_that_waits_for_data() {
         return;
     }
     let server = Server::start(&["--driver", "uring", "--read-wait", "60s"]);
-    let mut stream = TcpStream::connect(server.addr).unwrap();
-    stream.set_read_timeout(Some(LIMIT)).unwrap();
-    let mut reply = [0u8; 5];
+    let mut stream = ping_stream(&server);
     for round in 0..10 {
-        stream.write_all(b"ping!").unwrap();
-        stream.read_exact(&mut reply).unwrap();
-        assert_eq!(&reply, b"PING!", "round {round}");
+        ping(&mut stream, round);
     }
     let start = Instant::now();
     server.signal("TERM");
