@@ -25,10 +25,24 @@ impl Transform for Uppercase {
         // signed bytes, so one signed compare per byte finds them: 9% fewer instructions
         // per KiB (callgrind: 634 against 697), and 20 to 25% less time at 64 B and 1 KiB
         // in alternating runs. Same result for every byte (see the tests).
-        for b in bytes {
-            let moved = b.wrapping_add(128 - b'a') as i8;
-            *b -= u8::from(moved < i8::MIN + 26) << 5;
+        //
+        // In blocks of 64 bytes: a loop of known length is unrolled into four SSE2
+        // registers' worth without a loop test between them (callgrind, the core alone
+        // per message of 1 KiB: 1,347 instructions against 1,390 for the plain loop; the
+        // same at 64 B).
+        let mut chunks = bytes.chunks_exact_mut(64);
+        for chunk in &mut chunks {
+            upper(chunk);
         }
+        upper(chunks.into_remainder());
+    }
+}
+
+#[inline(always)]
+fn upper(bytes: &mut [u8]) {
+    for b in bytes {
+        let moved = b.wrapping_add(128 - b'a') as i8;
+        *b -= u8::from(moved < i8::MIN + 26) << 5;
     }
 }
 
@@ -84,6 +98,21 @@ mod tests {
         Uppercase.apply(&mut all);
         for (i, &b) in all.iter().enumerate() {
             assert_eq!(b, python_upper(i as u8), "byte {i:#04x}");
+        }
+    }
+
+    #[test]
+    fn uppercase_is_the_same_across_its_blocks() {
+        // Every length from 0 to three blocks and a part, and at each, byte values that
+        // shift with the length (so each position sees letters and non-letters).
+        for len in 0..=200 {
+            let input: [u8; 200] = core::array::from_fn(|i| (i * 37 + len) as u8);
+            let mut bytes = input;
+            Uppercase.apply(&mut bytes[..len]);
+            for (i, (&got, &was)) in bytes.iter().zip(&input).enumerate() {
+                let want = if i < len { python_upper(was) } else { was };
+                assert_eq!(got, want, "length {len}, byte {i}");
+            }
         }
     }
 
