@@ -319,15 +319,17 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode, String> {
     // SIGINT and SIGTERM are caught by the server itself: the first stops it gracefully,
     // a second at once. Nothing else asks it to stop.
     let stop = AtomicBool::new(false);
+    let mut limits = serve::Limits::default();
+    limits.max_conns = args.max_conns as usize;
+    limits.buffer_size = args.buffer_size as usize;
+    limits.buffers = args.buffers.unwrap_or(args.max_conns) as usize;
+    limits.large_buffer_size = args.large_buffer_size as usize;
+    limits.large_buffers = args.large_buffers.unwrap_or((args.max_conns / 16).max(1)) as usize;
+    limits.idle_timeout = (!args.idle_timeout.is_zero()).then_some(args.idle_timeout);
+    limits.shutdown_timeout = args.shutdown_timeout;
     let options = serve::Options {
         listen: args.listen,
-        max_conns: args.max_conns as usize,
-        buffer_size: args.buffer_size as usize,
-        buffers: args.buffers.unwrap_or(args.max_conns) as usize,
-        large_buffer_size: args.large_buffer_size as usize,
-        large_buffers: args.large_buffers.unwrap_or((args.max_conns / 16).max(1)) as usize,
-        idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
-        shutdown_timeout: args.shutdown_timeout,
+        limits,
         read_wait: (!args.read_wait.is_zero()).then_some(args.read_wait),
         mode: match args.mode {
             ModeArg::Upper => serve::Protocol::Upper,

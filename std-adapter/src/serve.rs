@@ -33,7 +33,7 @@ macro_rules! with_service {
             }
             $crate::serve::Protocol::Lines => {
                 // A line counter per connection, made once like the rest of the memory.
-                let mut lines = vec![::nbecho_core::LineState::NEW; $options.max_conns];
+                let mut lines = vec![::nbecho_core::LineState::NEW; $options.limits.max_conns];
                 let $service = ::nbecho_core::NumberedLines::new(&mut lines);
                 $body
             }
@@ -48,26 +48,50 @@ pub(crate) use with_service;
 /// abort the process instead of giving a clear error.
 pub const MAX_BUFFER_MEMORY: usize = 4 << 30;
 
+/// How much a server holds and how long it waits: the part of [`Options`] every driver
+/// takes, and the whole of the tokio driver's options (`tokio::Options`).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Connections held at once; more are refused. Default 1024.
+    pub max_conns: usize,
+    /// Bytes per connection buffer. Default 4096.
+    pub buffer_size: usize,
+    /// Buffers in the pool, lent only to connections that hold data. Default 1024.
+    pub buffers: usize,
+    /// Bytes per large buffer, lent to connections that move data in bulk (used only if
+    /// larger than `buffer_size`). Default 64 KiB.
+    pub large_buffer_size: usize,
+    /// Large buffers in their pool; 0: none. Default 64.
+    pub large_buffers: usize,
+    /// Close connections idle this long; `None`: never. Default 300 s.
+    pub idle_timeout: Option<StdDuration>,
+    /// How long a graceful stop may take before connections are forced closed. Default
+    /// 5 s.
+    pub shutdown_timeout: StdDuration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_conns: 1024,
+            buffer_size: 4096,
+            buffers: 1024,
+            large_buffer_size: 64 * 1024,
+            large_buffers: 64,
+            idle_timeout: Some(StdDuration::from_secs(300)),
+            shutdown_timeout: StdDuration::from_secs(5),
+        }
+    }
+}
+
 /// What `serve` runs with.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// Connections held at once; more are refused.
-    pub max_conns: usize,
-    /// Bytes per connection buffer.
-    pub buffer_size: usize,
-    /// Buffers in the pool, lent to connections that hold data.
-    pub buffers: usize,
-    /// Bytes per large buffer, lent to connections that move data in bulk (used only if
-    /// larger than `buffer_size`).
-    pub large_buffer_size: usize,
-    /// Large buffers in their pool; 0: none.
-    pub large_buffers: usize,
-    /// Close connections idle this long; `None`: never.
-    pub idle_timeout: Option<StdDuration>,
-    /// How long a graceful shutdown may take before connections are forced closed.
-    pub shutdown_timeout: StdDuration,
+    /// Connections, buffers and timeouts.
+    pub limits: Limits,
     /// [`DriverKind::Uring`]: how long a read may wait in the kernel for a connection's
     /// next data, holding its buffer ([`Config::read_wait`]); `None`: reads never wait.
     pub read_wait: Option<StdDuration>,
@@ -276,14 +300,15 @@ pub fn run(
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<Outcome, Error> {
     let memory = options
+        .limits
         .buffers
-        .saturating_mul(options.buffer_size)
-        .saturating_add(large_arena_len(options));
+        .saturating_mul(options.limits.buffer_size)
+        .saturating_add(large_arena_len(&options.limits));
     if memory > MAX_BUFFER_MEMORY {
         return Err(Error::TooMuchMemory(memory));
     }
     let threads = options.threads.max(1);
-    if options.max_conns < threads || options.buffers < threads {
+    if options.limits.max_conns < threads || options.limits.buffers < threads {
         return Err(Error::TooManyThreads(threads));
     }
     // A driver that cannot run here says so before anything listens.
@@ -300,11 +325,11 @@ pub fn run(
         listeners.push(net::bind(addr, 1024, true).map_err(listen_error)?);
     }
     info!(
-        max_conns = options.max_conns,
-        buffer_size = options.buffer_size,
-        buffers = options.buffers,
-        large_buffer_size = options.large_buffer_size,
-        large_buffers = large_arena_len(options) / options.large_buffer_size.max(1),
+        max_conns = options.limits.max_conns,
+        buffer_size = options.limits.buffer_size,
+        buffers = options.limits.buffers,
+        large_buffer_size = options.limits.large_buffer_size,
+        large_buffers = large_arena_len(&options.limits) / options.limits.large_buffer_size.max(1),
         mode = %options.mode.name(),
         driver = %options.driver.name(),
         threads,
@@ -322,9 +347,12 @@ pub fn run(
             .enumerate()
             .map(|(i, listener)| {
                 let options = Options {
-                    max_conns: share(options.max_conns, i),
-                    buffers: share(options.buffers, i),
-                    large_buffers: share(options.large_buffers, i),
+                    limits: Limits {
+                        max_conns: share(options.limits.max_conns, i),
+                        buffers: share(options.limits.buffers, i),
+                        large_buffers: share(options.limits.large_buffers, i),
+                        ..options.limits.clone()
+                    },
                     ..options.clone()
                 };
                 std::thread::Builder::new()
@@ -335,9 +363,9 @@ pub fn run(
                         let span = tracing::info_span!("thread", n = i);
                         let _entered = span.enter();
                         info!(
-                            max_conns = options.max_conns,
-                            buffers = options.buffers,
-                            large_buffers = options.large_buffers,
+                            max_conns = options.limits.max_conns,
+                            buffers = options.limits.buffers,
+                            large_buffers = options.limits.large_buffers,
                             "serving this thread's share"
                         );
                         serve_on(&options, stop, listener)
@@ -404,15 +432,6 @@ fn serve_tokio(
         .build()
         .map_err(Error::Tokio)?;
     let signals = SignalPipe::new().map_err(Error::Signals)?;
-    let tokio_options = crate::tokio::Options {
-        max_conns: options.max_conns,
-        buffer_size: options.buffer_size,
-        buffers: options.buffers,
-        large_buffer_size: options.large_buffer_size,
-        large_buffers: options.large_buffers,
-        idle_timeout: options.idle_timeout,
-        shutdown_timeout: options.shutdown_timeout,
-    };
     runtime.block_on(async {
         let listener = ::tokio::net::TcpListener::from_std(listener).map_err(Error::Tokio)?;
         let signals =
@@ -432,11 +451,11 @@ fn serve_tokio(
                 }
             }
             let asked = count.max(usize::from(stop.load(Ordering::Relaxed)));
-            log_stop_requests(asked, &mut announced, options.shutdown_timeout, None);
+            log_stop_requests(asked, &mut announced, options.limits.shutdown_timeout, None);
             u32::try_from(asked).unwrap_or(u32::MAX)
         };
         let served = with_service!(options, |service| {
-            crate::tokio::serve_until(listener, &tokio_options, service, requests).await
+            crate::tokio::serve_until(listener, &options.limits, service, requests).await
         });
         let stats = served.map_err(Error::Storage)?;
         info!(%stats, "stopped");
@@ -597,13 +616,13 @@ fn serve<I: Io, S: Service>(
     listener: NetListener<I::Raw>,
     service: S,
 ) -> Result<Outcome, Error> {
-    let mut memory = Memory::new(options);
+    let mut memory = Memory::new(&options.limits);
     let mut streams: Vec<Option<NetStream<<I::Raw as Accept>::Socket>>> =
         std::iter::repeat_with(|| None)
-            .take(options.max_conns)
+            .take(options.limits.max_conns)
             .collect();
-    let storage = memory.storage(options)?;
-    let config = config(options, I::SCHEDULING);
+    let storage = memory.storage(&options.limits).map_err(Error::Storage)?;
+    let config = config(&options.limits, I::SCHEDULING, options.read_wait);
     let server = Server::new(config, storage, service);
     let mut driver = Driver::new(server, listener, &mut streams)
         .expect("the stream table is made with one entry per slot");
@@ -735,12 +754,12 @@ impl Control {
         log_stop_requests(
             requests,
             &mut self.handled,
-            options.shutdown_timeout,
+            options.limits.shutdown_timeout,
             Some(server.stats()),
         );
         let now = clock.now();
         if first {
-            let grace = Duration::from_micros(micros(options.shutdown_timeout));
+            let grace = Duration::from_micros(micros(options.limits.shutdown_timeout));
             server.begin_shutdown(now + grace);
         }
         if requests >= 2 {
@@ -753,7 +772,7 @@ impl Control {
     pub(crate) fn refused(&mut self, options: &Options, stats: &Stats) {
         if let Some(held) = self.refusals.ready() {
             warn!(
-                max_conns = options.max_conns,
+                max_conns = options.limits.max_conns,
                 refused_total = stats.refused,
                 held_back = held,
                 "at capacity: refusing connections"
@@ -840,56 +859,58 @@ pub(crate) struct Memory {
 }
 
 impl Memory {
-    pub(crate) fn new(options: &Options) -> Self {
+    pub(crate) fn new(limits: &Limits) -> Self {
         Self {
-            slots: vec![Slot::EMPTY; options.max_conns],
-            arena: Arena::new(options.buffers * options.buffer_size),
-            large_arena: Arena::new(large_arena_len(options)),
+            slots: vec![Slot::EMPTY; limits.max_conns],
+            arena: Arena::new(limits.buffers.saturating_mul(limits.buffer_size)),
+            large_arena: Arena::new(large_arena_len(limits)),
         }
     }
 
     /// The core's storage in it.
-    pub(crate) fn storage(&mut self, options: &Options) -> Result<Storage<'_>, Error> {
-        let mut storage = Storage::new(
+    pub(crate) fn storage(&mut self, limits: &Limits) -> Result<Storage<'_>, StorageError> {
+        let storage = Storage::new(
             &mut self.slots,
             self.arena.as_mut_slice(),
-            options.buffer_size,
-        )
-        .map_err(Error::Storage)?;
-        if !self.large_arena.is_empty() {
-            storage = storage
-                .with_large_buffers(self.large_arena.as_mut_slice(), options.large_buffer_size)
-                .map_err(Error::Storage)?;
+            limits.buffer_size,
+        )?;
+        if self.large_arena.is_empty() {
+            return Ok(storage);
         }
-        Ok(storage)
+        storage.with_large_buffers(self.large_arena.as_mut_slice(), limits.large_buffer_size)
     }
 }
 
-/// The core's configuration for `options`, for TCP sockets.
-pub(crate) fn config(options: &Options, scheduling: Scheduling) -> Config {
+/// The core's configuration for `limits`, for TCP sockets; `read_wait` as
+/// [`Options::read_wait`].
+pub(crate) fn config(
+    limits: &Limits,
+    scheduling: Scheduling,
+    read_wait: Option<StdDuration>,
+) -> Config {
     let mut config = Config::default();
     config.scheduling = scheduling;
     // TCP sockets: a short read emptied the receive queue, and what arrives later raises a
     // new readiness edge (polling tries again next pass anyway); the peer's FIN is
     // reported apart (`on_read_closed`), so it is read however short the read before it.
     config.short_reads_drain = true;
-    config.idle_timeout = options
+    config.idle_timeout = limits
         .idle_timeout
         .map(|t| Duration::from_micros(micros(t)));
     // The first idle back-off steps are short and waited precisely (see
     // `Clock::sleep_until`): a connection idle for a few microseconds is served at once.
     config.idle_backoff_min = Duration::from_micros(5);
     // Only completion scheduling has reads that wait.
-    config.read_wait = options.read_wait.map(|t| Duration::from_micros(micros(t)));
+    config.read_wait = read_wait.map(|t| Duration::from_micros(micros(t)));
     config
 }
 
 /// Bytes of large buffers: none unless they are larger than the small ones.
-fn large_arena_len(options: &Options) -> usize {
-    if options.large_buffer_size > options.buffer_size {
-        options
+fn large_arena_len(limits: &Limits) -> usize {
+    if limits.large_buffer_size > limits.buffer_size {
+        limits
             .large_buffers
-            .saturating_mul(options.large_buffer_size)
+            .saturating_mul(limits.large_buffer_size)
     } else {
         0
     }

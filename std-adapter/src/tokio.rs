@@ -18,48 +18,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration as StdDuration;
 
-use crate::arena::Arena;
+use crate::serve::{config, Memory};
 use ::tokio::io::Interest;
 use ::tokio::net::{TcpListener, TcpStream};
 use nbecho_core::{
-    nb, Action, Admission, Config, Duration, ErrorKind, Instant, Scheduling, Server, Service, Slot,
-    Stats, Storage, StorageError,
+    nb, Action, Admission, Duration, ErrorKind, Instant, Scheduling, Server, Service, Stats,
+    StorageError,
 };
 
-/// What [`serve`] runs with.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Options {
-    /// Connections held at once; more are refused. Default 1024.
-    pub max_conns: usize,
-    /// Bytes per buffer. Default 4096.
-    pub buffer_size: usize,
-    /// Buffers in the pool, lent only to connections that hold data. Default 1024.
-    pub buffers: usize,
-    /// Bytes per large buffer, lent to connections that move data in bulk (used only if
-    /// larger than `buffer_size`). Default 64 KiB.
-    pub large_buffer_size: usize,
-    /// Large buffers in their pool; 0: none. Default 64.
-    pub large_buffers: usize,
-    /// Close connections idle this long; `None`: never. Default 300 s.
-    pub idle_timeout: Option<StdDuration>,
-    /// How long the graceful stop may take once `stop` completes. Default 5 s.
-    pub shutdown_timeout: StdDuration,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            max_conns: 1024,
-            buffer_size: 4096,
-            buffers: 1024,
-            large_buffer_size: 64 * 1024,
-            large_buffers: 64,
-            idle_timeout: Some(StdDuration::from_secs(300)),
-            shutdown_timeout: StdDuration::from_secs(5),
-        }
-    }
-}
+/// What [`serve`] runs with: the [`Limits`](crate::serve::Limits) every driver takes.
+pub type Options = crate::serve::Limits;
 
 /// Operations in a row before the task yields to the runtime (tokio's own tasks have a
 /// budget of 128 I/O operations): a busy server does not starve the other tasks.
@@ -156,32 +124,13 @@ pub async fn serve_until<T: Service>(
     transform: T,
     mut requests: impl FnMut(&mut Context<'_>) -> u32,
 ) -> Result<Stats, StorageError> {
-    let mut slots = vec![Slot::EMPTY; options.max_conns];
-    // Page-aligned: the kernel's copies into them are faster (see `Arena`).
-    let mut arena = Arena::new(options.buffers.saturating_mul(options.buffer_size));
-    let mut storage = Storage::new(&mut slots, arena.as_mut_slice(), options.buffer_size)?;
-    let large = options.large_buffers > 0 && options.large_buffer_size > options.buffer_size;
-    let large_len = if large {
-        options
-            .large_buffers
-            .saturating_mul(options.large_buffer_size)
-    } else {
-        0
-    };
-    let mut large_arena = Arena::new(large_len);
-    if large {
-        storage =
-            storage.with_large_buffers(large_arena.as_mut_slice(), options.large_buffer_size)?;
-    }
-    let mut config = Config::default();
-    config.scheduling = Scheduling::Readiness;
-    config.idle_timeout = options
-        .idle_timeout
-        .map(|t| Duration::from_micros(t.as_micros().try_into().unwrap_or(u64::MAX)));
-    // A short read drained the socket: the driver clears tokio's readiness then and
-    // registers for more (tokio's own `poll_read` does the same), so the read that would
-    // only would-block is saved.
-    config.short_reads_drain = true;
+    // The memory and configuration of `nbecho serve`: page-aligned arenas, and a short
+    // read taken for a drained socket (the driver clears tokio's readiness then and
+    // registers for more, as tokio's own `poll_read` does, so the read that would only
+    // would-block is saved).
+    let mut memory = Memory::new(options);
+    let storage = memory.storage(options)?;
+    let config = config(options, Scheduling::Readiness, None);
     let mut server = Server::new(config, storage, transform);
     server.on_listener_ready();
     let mut conns: Vec<Option<Conn>> = (0..options.max_conns).map(|_| None).collect();

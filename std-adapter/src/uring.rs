@@ -103,16 +103,17 @@ fn run<S: Service>(
     listener: std::net::TcpListener,
     service: S,
 ) -> Result<Outcome, Error> {
-    let mut memory = Memory::new(options);
-    let mut flights = vec![InFlight::EMPTY; options.max_conns];
+    let mut memory = Memory::new(&options.limits);
+    let mut flights = vec![InFlight::EMPTY; options.limits.max_conns];
     let storage = memory
-        .storage(options)?
-        .with_completions(&mut flights)
+        .storage(&options.limits)
+        .and_then(|storage| storage.with_completions(&mut flights))
         .map_err(Error::Storage)?;
-    let mut server = Server::new(config(options, Scheduling::Completion), storage, service);
+    let config = config(&options.limits, Scheduling::Completion, options.read_wait);
+    let mut server = Server::new(config, storage, service);
     // Made after the memory its submissions point into, so dropped before it (although
     // no read or write outlives the call that submits it: see the module's docs).
-    let mut io = Uring::new(listener, options.max_conns).map_err(Error::Uring)?;
+    let mut io = Uring::new(listener, options.limits.max_conns).map_err(Error::Uring)?;
 
     let clock = Clock::new();
     let mut control = Control::default();
@@ -593,7 +594,7 @@ mod tests {
     use std::net::TcpListener;
 
     use super::*;
-    use crate::serve::{DriverKind, Protocol};
+    use crate::serve::{DriverKind, Limits, Protocol};
 
     /// A burst of connections that the core does not take at once fills the accepted
     /// queue: past [`ACCEPT_QUEUE`] the multishot accept is cancelled, and once the core
@@ -611,13 +612,14 @@ mod tests {
         let burst = ACCEPT_QUEUE * 3;
         let options = Options {
             listen: "127.0.0.1:0".parse().expect("an address"),
-            max_conns: burst + 8,
-            buffer_size: 4096,
-            buffers: burst + 8,
-            large_buffer_size: 65536,
-            large_buffers: 0,
-            idle_timeout: None,
-            shutdown_timeout: StdDuration::from_secs(1),
+            limits: Limits {
+                max_conns: burst + 8,
+                buffers: burst + 8,
+                large_buffers: 0,
+                idle_timeout: None,
+                shutdown_timeout: StdDuration::from_secs(1),
+                ..Limits::default()
+            },
             read_wait: None,
             mode: Protocol::Upper,
             driver: DriverKind::Uring,
@@ -630,16 +632,16 @@ mod tests {
             .map(|_| TcpStream::connect(addr).expect("a connection"))
             .collect();
 
-        let mut memory = Memory::new(&options);
-        let mut flights = vec![InFlight::EMPTY; options.max_conns];
+        let mut memory = Memory::new(&options.limits);
+        let mut flights = vec![InFlight::EMPTY; options.limits.max_conns];
         let storage = memory
-            .storage(&options)
+            .storage(&options.limits)
             .expect("storage")
             .with_completions(&mut flights)
             .expect("a flight table");
-        let config = config(&options, Scheduling::Completion);
+        let config = config(&options.limits, Scheduling::Completion, None);
         let mut server = Server::new(config, storage, nbecho_core::Mode::Upper);
-        let mut io = Uring::new(listener, options.max_conns).expect("a ring");
+        let mut io = Uring::new(listener, options.limits.max_conns).expect("a ring");
         let clock = Clock::new();
         let soon = |clock: &Clock| Some(clock.now() + nbecho_core::Duration::from_millis(10));
 
