@@ -10,13 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
-cargo build --release -q -p nbecho-std -p nbecho-bench
-cargo build --release -q -p nbecho-async --example async_tokio_echo
-BIN=target/release
 PORT=9950
-trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
-
 source benches/common.sh
+cargo build --release -q -p nbecho-async --example async_tokio_echo
 
 printf '| round | conns × bytes | server | msgs/s | server CPU µs/msg |\n|---|---|---|---|---|\n'
 for round in $(seq "$ROUNDS"); do

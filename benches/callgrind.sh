@@ -17,12 +17,9 @@ DURATION=${DURATION:-5}
 SCENARIOS=${SCENARIOS:-"1 64;16 1024"}
 SERVERS=${SERVERS:-"epoll poll mio"}
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
-cargo build --release -q -p nbecho-std -p nbecho-bench
-cargo build --release -q -p nbecho-core --example hotpath
-BIN=target/release
-OUT=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
 PORT=9400
+source benches/common.sh
+cargo build --release -q -p nbecho-core --example hotpath
 
 # Runs server $1 under callgrind while "$2..." drives it; prints its instruction count.
 measure() {

@@ -1,5 +1,11 @@
 # What the bench scripts share; sourced by them (after `cd` to the workspace and setting
-# BIN and PORT), not run.
+# PORT), not run. Builds the server and the load generator, and sets BIN (where they are),
+# OUT (a scratch directory) and a trap that, on exit, stops every server started and
+# removes OUT (a script may set its own after sourcing).
+cargo build --release -q -p nbecho-std -p nbecho-bench
+BIN=target/release
+OUT=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
 
 # start NAME [FLAGS...]: starts server NAME pinned to core 0 on the next PORT, and returns
 # once it accepts connections; sets PID and PORT. poll, epoll, uring: `nbecho serve` with

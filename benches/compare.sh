@@ -10,20 +10,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
-OUT=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; [ -s BENCHMARKS.md ] && rm -rf "$OUT" || echo "raw results kept in $OUT" >&2' EXIT
-
 [ "$(ulimit -n)" -ge $((IDLE_CONNS + 100)) ] || ulimit -n $((IDLE_CONNS * 2 + 100))
-cargo build --release -q -p nbecho-std -p nbecho-bench
-BIN=target/release
+PORT=9300
+source benches/common.sh
+# The raw results are kept if BENCHMARKS.md was not written.
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -s BENCHMARKS.md ] && rm -rf "$OUT" || echo "raw results kept in $OUT" >&2' EXIT
 
 echo "== criterion: bytes through the core next to copy+uppercase" >&2
 cargo bench -q -p nbecho-core --bench throughput -- --warm-up-time 1 --measurement-time 3 >/dev/null 2>&1
 echo "== criterion: the core's cost per message with 1,000 to 1,000,000 connections" >&2
 cargo bench -q -p nbecho-core --bench scale -- --warm-up-time 1 --measurement-time 3 >/dev/null 2>&1
 
-PORT=9300
-source benches/common.sh
 bench() { taskset -c 1 "$BIN/nbecho" bench --connect 127.0.0.1:$PORT --json --server-pid "$PID" "$@"; }
 rss_kib() { awk '/VmRSS/ {print $2}' /proc/"$1"/status; }
 

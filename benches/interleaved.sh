@@ -9,11 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
-cargo build --release -q -p nbecho-std -p nbecho-bench
-BIN=target/release
 PORT=9850
-trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
-
 source benches/common.sh
 
 printf '| round | server | first echo p50 µs (8 streams) | server CPU µs per 64 KiB (4 streams) |\n|---|---|---|---|\n'

@@ -15,12 +15,7 @@ CONNS=${CONNS:-"1 64"}
 SIZE=${SIZE:-64}
 SERVERS=${SERVERS:-"uring uring-wait epoll mio"}
 command -v perf >/dev/null || { echo "perf is missing (apt-get install linux-perf)" >&2; exit 1; }
-cargo build --release -q -p nbecho-std -p nbecho-bench
-BIN=target/release
 PORT=9850
-OUT=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
-
 source benches/common.sh
 
 printf '| round | conns | server | msgs/s | p50 µs | system calls per message | server CPU µs per message |\n'

@@ -14,12 +14,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 SCENARIOS=${SCENARIOS:-"1 64 pingpong;64 64 pingpong;64 1024 pingpong;1 65536 stream"}
 SERVERS=${SERVERS:-"uring epoll mio"}
-cargo build --release -q -p nbecho-std -p nbecho-bench
-BIN=target/release
 PORT=9750
-OUT=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
-
 source benches/common.sh
 
 IFS=';' read -ra scenarios <<<"$SCENARIOS"
