@@ -39,8 +39,7 @@ use nbecho_core::{
 };
 
 use crate::harness::{
-    serviceable, sim_config, Bounds, Failure, Fill, SimMemory, SimService, MAX_STEPS,
-    SERVE_WITHIN_TIME,
+    sim_config, Bounds, Failure, Fill, SimMemory, SimService, MAX_STEPS, SERVE_WITHIN_TIME,
 };
 use crate::net::{Net, SharedNet, SimListener, SimStream};
 use crate::rng::Rng;
@@ -547,29 +546,14 @@ impl Fairness {
                 continue;
             };
             let client = stream.client;
-            let Fill {
-                state,
-                pending,
-                filled,
-                capacity,
-                ..
-            } = Fill::of(server, conn, n.answer())?;
+            let fill = Fill::of(server, conn, n.answer())?;
             // A read that waits for data leaves the connection's other work to check.
             let waits = waiting.contains_key(&conn);
             let idle = !in_flight
                 .iter()
                 .any(|&op| op.conn() == conn && !(op == Op::Recv(conn) && waits));
             let ready_if = |can_lend: bool| {
-                idle && serviceable(
-                    state,
-                    pending,
-                    filled,
-                    capacity,
-                    can_lend,
-                    &n.pipes[client],
-                    self.eof_read[client],
-                    waits,
-                )
+                idle && fill.serviceable(can_lend, &n.pipes[client], self.eof_read[client], waits)
             };
             let ready = ready_if(lent < blocks);
             let starved = &mut self.starved_since[client];
@@ -600,7 +584,8 @@ impl Fairness {
                              {SERVE_WITHIN_TIME})",
                             self.ops - ops,
                             now - at,
-                            self.bounds.serve_ops
+                            self.bounds.serve_ops,
+                            state = fill.state,
                         ));
                     }
                 }

@@ -1070,33 +1070,34 @@ impl Fill {
     }
 }
 
-/// True if an operation on this connection can make progress or end it now. `capacity`
-/// is its buffer's (0: it holds none, and needs one that `can_lend`).
-///
-/// `reading`: a read is in flight already (completion scheduling: a read that waits for
-/// data), so that only the other work counts.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn serviceable(
-    state: ConnState,
-    pending: usize,
-    filled: usize,
-    capacity: usize,
-    can_lend: bool,
-    pipe: &Pipe,
-    eof_read: bool,
-    reading: bool,
-) -> bool {
-    let peer_sent =
-        !reading && (!pipe.to_server.is_empty() || (pipe.client_eof && !eof_read) || pipe.reset);
-    let room = if capacity == 0 {
-        can_lend
-    } else {
-        filled < capacity
-    };
-    let read = state.may_recv() && peer_sent && room;
-    let write = state.may_send() && pending > 0 && (pipe.to_client.len() < WINDOW || pipe.reset);
-    let shutdown = pending == 0 && matches!(state, ConnState::PeerClosed | ConnState::Draining);
-    state == ConnState::Closing || read || write || shutdown
+impl Fill {
+    /// True if an operation on this connection can make progress or end it now. With no
+    /// buffer (`capacity` 0) it needs one the pool `can_lend`.
+    ///
+    /// `reading`: a read is in flight already (completion scheduling: a read that waits
+    /// for data), so that only the other work counts.
+    pub(crate) fn serviceable(
+        &self,
+        can_lend: bool,
+        pipe: &Pipe,
+        eof_read: bool,
+        reading: bool,
+    ) -> bool {
+        let state = self.state;
+        let peer_sent = !reading
+            && (!pipe.to_server.is_empty() || (pipe.client_eof && !eof_read) || pipe.reset);
+        let room = if self.capacity == 0 {
+            can_lend
+        } else {
+            self.filled < self.capacity
+        };
+        let read = state.may_recv() && peer_sent && room;
+        let write =
+            state.may_send() && self.pending > 0 && (pipe.to_client.len() < WINDOW || pipe.reset);
+        let shutdown =
+            self.pending == 0 && matches!(state, ConnState::PeerClosed | ConnState::Draining);
+        state == ConnState::Closing || read || write || shutdown
+    }
 }
 
 /// Fairness and liveness: see the module docs.
@@ -1115,25 +1116,11 @@ fn check_service(
     let late =
         |since: Since| ops - since.ops > bounds.serve_ops || now - since.at > SERVE_WITHIN_TIME;
     for &(conn, client) in model.slots.iter().flatten() {
-        let Fill {
-            state,
-            pending,
-            filled,
-            capacity,
-            buffer,
-        } = Fill::of(server, conn, n.answer())?;
-        model.largest_buffer = model.largest_buffer.max(buffer);
+        let fill = Fill::of(server, conn, n.answer())?;
+        let state = fill.state;
+        model.largest_buffer = model.largest_buffer.max(fill.buffer);
         let ready = model.app[client] == Some(AppCall::Abort)
-            || serviceable(
-                state,
-                pending,
-                filled,
-                capacity,
-                can_lend,
-                &n.pipes[client],
-                model.eof_read[client],
-                false,
-            );
+            || fill.serviceable(can_lend, &n.pipes[client], model.eof_read[client], false);
         let since = &mut model.ready_since[client];
         match (*since, ready) {
             (_, false) => *since = None,
