@@ -1068,9 +1068,7 @@ impl Fill {
             buffer,
         })
     }
-}
 
-impl Fill {
     /// True if an operation on this connection can make progress or end it now. With no
     /// buffer (`capacity` 0) it needs one the pool `can_lend`.
     ///
