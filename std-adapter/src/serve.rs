@@ -919,6 +919,8 @@ fn large_arena_len(limits: &Limits) -> usize {
 /// Steps between two clock reads while the server does not wait.
 const CLOCK_EVERY: u32 = 64;
 
-fn micros(d: StdDuration) -> u64 {
+/// `d` in microseconds, the core's unit (saturating: `u64` microseconds last 584,000
+/// years).
+pub(crate) fn micros(d: StdDuration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

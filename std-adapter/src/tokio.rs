@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration as StdDuration;
 
-use crate::serve::{config, Memory};
+use crate::serve::{config, micros, Memory};
 use ::tokio::io::Interest;
 use ::tokio::net::{TcpListener, TcpStream};
 use nbecho_core::{
@@ -138,15 +138,8 @@ pub async fn serve_until<T: Service>(
     let ready = Arc::new(Ready::default());
     let listener_waker = edge(&ready, LISTENER, true);
     let origin = ::tokio::time::Instant::now();
-    let clock =
-        || Instant::from_micros(origin.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
-    let grace = Duration::from_micros(
-        options
-            .shutdown_timeout
-            .as_micros()
-            .try_into()
-            .unwrap_or(u64::MAX),
-    );
+    let clock = || Instant::from_micros(micros(origin.elapsed()));
+    let grace = Duration::from_micros(micros(options.shutdown_timeout));
     let mut handled = 0;
     let mut sleep = pin!(::tokio::time::sleep_until(origin));
 
