@@ -271,6 +271,21 @@ impl<'a> Buffers<'a> {
         }
     }
 
+    /// Lends a small block, with its bytes: the express lane's buffer, whose class needs
+    /// no choosing (and whose bytes need no range to find).
+    #[inline]
+    pub(crate) fn alloc_small(&mut self) -> Option<(u32, &mut [u8])> {
+        let block = self.small.alloc()?;
+        let whole = self.small.range(block, 0, self.small.block_size);
+        Some((block, &mut self.small.arena[whole]))
+    }
+
+    /// Takes back a block lent by [`alloc_small`](Self::alloc_small).
+    #[inline]
+    pub(crate) fn release_small(&mut self, block: u32) {
+        self.small.release(block);
+    }
+
     /// Takes a block back.
     #[inline]
     pub(crate) fn release(&mut self, block: u32) {

@@ -10,7 +10,7 @@ use core::marker::PhantomData;
 
 use embedded_io::ErrorKind;
 
-use crate::action::{Action, Admission};
+use crate::action::{Action, Admission, ReportError};
 use crate::conn::{CloseReason, ConnId};
 use crate::server::Server;
 use crate::service::Service;
@@ -138,6 +138,32 @@ pub enum Step {
     Finished,
 }
 
+/// What [`Driver::on_ready`] did at once for a quiet connection: its read, and after data
+/// its write, both reported to the server already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Served {
+    /// The connection served.
+    pub conn: ConnId,
+    /// What the stream answered to the read.
+    pub recv: nb::Result<usize, ErrorKind>,
+    /// What it answered to the write of what was read (after a read of data only).
+    pub send: Option<nb::Result<usize, ErrorKind>>,
+}
+
+impl Served {
+    /// The same, as the [`Step`]s that [`Driver::step`] would have returned: a
+    /// [`Step::Recv`], then perhaps a [`Step::Send`].
+    pub fn steps(&self) -> impl Iterator<Item = Step> {
+        let conn = self.conn;
+        let recv = Step::Recv {
+            conn,
+            outcome: self.recv,
+        };
+        let send = self.send.map(|outcome| Step::Send { conn, outcome });
+        core::iter::once(recv).chain(send)
+    }
+}
+
 /// The table of streams was shorter than the server's capacity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TooFewStreams {
@@ -174,6 +200,18 @@ impl<'a, L: Listener, T: Service> Driver<'a, L, T> {
     /// need no context: [`step_with`](Self::step_with) and `()`).
     pub fn step(&mut self, now: Instant) -> Step {
         self.step_with(now, &mut ())
+    }
+
+    /// Readiness drivers: `conn` may now make progress reading and/or writing (for
+    /// transports that need no context: [`on_ready_with`](Self::on_ready_with)).
+    pub fn on_ready(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        readable: bool,
+        writable: bool,
+    ) -> Result<Option<Served>, ReportError> {
+        self.on_ready_with(now, conn, readable, writable, &mut ())
     }
 }
 
@@ -228,6 +266,34 @@ impl<'a, L: Listener<C>, T: Service, C: ?Sized> Driver<'a, L, T, C> {
     pub fn stream_mut(&mut self, conn: ConnId) -> Option<&mut L::Stream> {
         self.server.conn_state(conn).ok()?;
         self.streams.get_mut(conn.index())?.as_mut()
+    }
+
+    /// Readiness drivers: `conn` may now make progress reading and/or writing, as
+    /// [`Server::on_ready`] reports it. If the connection was quiet (open and holding
+    /// nothing: no buffer, no output, no work queued) and is now readable, it is served at
+    /// once rather than at the next pass: read into a small buffer and, after data, what
+    /// was read written back, both reported to the server, which is what its next visit
+    /// would have done, less the run queue and a [`step`](Self::step) per operation. That
+    /// is the common case of a request and its answer, and costs the core a fraction of
+    /// the general path. `Ok(Some(_))` says what was done; `Ok(None)`: the readiness is
+    /// queued for the next pass. `Err`: `conn` is stale or unknown (nothing done).
+    pub fn on_ready_with(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        readable: bool,
+        writable: bool,
+        cx: &mut C,
+    ) -> Result<Option<Served>, ReportError> {
+        let stream = self.streams.get_mut(conn.index()).and_then(Option::as_mut);
+        let express = self
+            .server
+            .on_ready_express(now, conn, readable, writable, stream, cx)?;
+        Ok(express.map(|e| Served {
+            conn,
+            recv: e.recv,
+            send: e.send,
+        }))
     }
 
     /// Performs the server's next action with `cx` for the listener and streams, and
@@ -318,3 +384,7 @@ impl<'a, L: Listener<C>, T: Service, C: ?Sized> Driver<'a, L, T, C> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;

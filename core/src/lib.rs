@@ -162,7 +162,7 @@ pub use action::{Action, Admission, ReportError};
 pub use buffer::{StorageError, MAX_BLOCK, MIN_BLOCK};
 pub use config::{Config, Scheduling};
 pub use conn::{CloseReason, ConnId, ConnState, FlightTable, Flights, InFlight, NoFlights, Slot};
-pub use driver::{AcceptFn, Driver, Listener, Step, Stream, TooFewStreams};
+pub use driver::{AcceptFn, Driver, Listener, Served, Step, Stream, TooFewStreams};
 pub use embedded_io::EmbeddedIo;
 pub use nb;
 pub use server::{Server, Storage};

@@ -5,6 +5,7 @@ use embedded_io::ErrorKind;
 use crate::action::{Action, Admission, ReportError};
 use crate::buffer::{Buffers, Pool, StorageError};
 use crate::config::{Config, Scheduling};
+use crate::driver::Stream;
 use crate::conn::{
     CloseReason, ConnId, ConnState, FlightTable, Flights, InFlight, NoFlights, Slot, NIL,
 };
@@ -107,6 +108,15 @@ enum Pending {
     Recv { conn: ConnId, start: u32, max: u32 },
     Send { conn: ConnId, max: u32 },
     Probe { conn: ConnId },
+}
+
+/// What the express lane did (see [`Server::on_ready_express`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Express {
+    /// The read's outcome.
+    pub(crate) recv: nb::Result<usize, ErrorKind>,
+    /// The write's, after a read of data.
+    pub(crate) send: Option<nb::Result<usize, ErrorKind>>,
 }
 
 /// An [`Action`] before it borrows the server's buffers.
@@ -1665,6 +1675,113 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             self.requeue(idx);
         }
         Ok(())
+    }
+
+    /// A readiness report through the [`Driver`](crate::Driver), which lends the
+    /// connection's `stream`: as [`on_ready`](Self::on_ready), and if the connection was
+    /// quiet and is now readable, its visit at once (the express lane). Quiet: readiness
+    /// scheduling, a transform service, no operation pending, no visit under way, no stop
+    /// begun, nobody waiting for a buffer, and the connection open, ready both ways,
+    /// holding no buffer (so no output), not queued, its last read not bulk, its
+    /// end-of-stream not reported, before its idle deadline. Such a connection would be
+    /// the next pass's to read into a small buffer, then to write what it read: the express
+    /// lane does just that, now, without the run queue, a pass or a `poll` per operation.
+    /// A read of data that is written back whole, and found the stream drained, leaves the
+    /// connection as it found it; any other outcome is reported as
+    /// [`on_recv`](Self::on_recv) or [`on_send`](Self::on_send) would be, and what is
+    /// left to do goes to the run queue. `Ok(None)`: not quiet, so only queued.
+    pub(crate) fn on_ready_express<C: ?Sized, S: Stream<C>>(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        readable: bool,
+        writable: bool,
+        stream: Option<&mut S>,
+        cx: &mut C,
+    ) -> Result<Option<Express>, ReportError> {
+        let idx = self.live(conn)?;
+        self.mark_ready(idx, readable, writable);
+        let Some(stream) = stream.filter(|_| readable && self.is_quiet(idx, now)) else {
+            if idx != self.current {
+                self.requeue(idx);
+            }
+            return Ok(None);
+        };
+        let Some((block, buf)) = self.pool.alloc_small() else {
+            self.requeue(idx);
+            return Ok(None);
+        };
+        let max = buf.len();
+        let recv = stream.read(cx, buf);
+        let n = match recv {
+            Ok(n) if n > 0 && n <= max => n,
+            _ => {
+                // Nothing, the end, a failure (or a report out of bounds): as a pass.
+                self.slots[idx as usize].block = block;
+                self.pending = Some(Pending::Recv {
+                    conn,
+                    start: 0,
+                    max: max as u32,
+                });
+                self.on_recv(now, conn, recv)?;
+                self.requeue(idx);
+                return Ok(Some(Express { recv, send: None }));
+            }
+        };
+        self.service.transform(&mut buf[..n]);
+        let send = stream.write(cx, &buf[..n]);
+        self.stats.bytes_in += n as u64;
+        self.pass_progress = true;
+        self.progressed(idx, now);
+        // As `on_recv`: a read that filled its buffer is bulk (the next buffer is large),
+        // and with `short_reads_drain` a short one took everything there was.
+        let drained = self.config.short_reads_drain && n < max;
+        let slot = &mut self.slots[idx as usize];
+        slot.bulk = n == max;
+        slot.readable = !drained;
+        if send == Ok(n) && drained {
+            // Echoed whole, nothing more to read: quiet again, holding nothing.
+            self.stats.bytes_out += n as u64;
+            self.pool.release_small(block);
+            return Ok(Some(Express {
+                recv,
+                send: Some(send),
+            }));
+        }
+        // The rest as a pass: the output is pending, then the write's outcome.
+        slot.block = block;
+        slot.len = n as u32;
+        self.pending = Some(Pending::Send {
+            conn,
+            max: n as u32,
+        });
+        self.on_send(now, conn, send)?;
+        self.requeue(idx);
+        Ok(Some(Express {
+            recv,
+            send: Some(send),
+        }))
+    }
+
+    /// See [`on_ready_express`](Self::on_ready_express).
+    #[inline]
+    fn is_quiet(&self, idx: u32, now: Instant) -> bool {
+        let slot = &self.slots[idx as usize];
+        self.config.scheduling == Scheduling::Readiness
+            && self.service.is_transform()
+            && self.pending.is_none()
+            && self.current == NIL
+            && self.shutdown_deadline.is_none()
+            && self.config.visit_budget >= 2
+            && self.buffer_waiters.front().is_none()
+            && slot.state == Some(ConnState::Open)
+            && slot.block == NIL
+            && !slot.queued
+            && !slot.bulk
+            && !slot.peer_fin
+            && slot.readable
+            && slot.writable
+            && slot.deadline > now
     }
 
     /// Readiness drivers: the peer of `conn` closed its side (epoll's `EPOLLRDHUP`), so

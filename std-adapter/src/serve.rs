@@ -477,12 +477,10 @@ trait Io {
         conn: ConnId,
         stream: &mut NetStream<<Self::Raw as Accept>::Socket>,
     ) -> io::Result<()>;
-    fn wait<S: Service>(
-        &mut self,
-        server: &mut Server<'_, S>,
-        clock: &Clock,
-        until: Option<Instant>,
-    );
+    /// Blocks until the core's `until` at the latest.
+    fn wait(&mut self, clock: &Clock, until: Option<Instant>);
+    /// Reports to the core what the wait found, at `now` (read after it).
+    fn dispatch<S: Service>(&mut self, driver: &mut IoDriver<'_, Self::Raw, S>, now: Instant);
     /// Stop signals received since the last call (checked after each wait, and every
     /// `CLOCK_EVERY` steps while the server does not wait).
     fn signals(&mut self) -> usize;
@@ -501,9 +499,12 @@ impl Io for Polling {
         Ok(())
     }
 
-    fn wait<S: Service>(&mut self, _: &mut Server<'_, S>, clock: &Clock, until: Option<Instant>) {
+    fn wait(&mut self, clock: &Clock, until: Option<Instant>) {
         clock.sleep_until(until, MAX_NAP);
     }
+
+    /// Polling: every pass tries every connection; there is nothing to report.
+    fn dispatch<S: Service>(&mut self, _: &mut IoDriver<'_, Self::Raw, S>, _: Instant) {}
 
     fn signals(&mut self) -> usize {
         self.signals.take()
@@ -555,35 +556,35 @@ impl Io for Epoll {
             .register(&mut stream.0, mio::Token(conn.index()), interest)
     }
 
-    fn wait<S: Service>(
-        &mut self,
-        server: &mut Server<'_, S>,
-        clock: &Clock,
-        until: Option<Instant>,
-    ) {
+    fn wait(&mut self, clock: &Clock, until: Option<Instant>) {
         let timeout = until.map(|t| StdDuration::from_micros((t - clock.now()).total_micros()));
         if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+            // No events: `dispatch` finds the list empty.
+            self.events.clear();
             if e.kind() != io::ErrorKind::Interrupted {
                 warn!(error = %e, "epoll_wait failed");
                 std::thread::sleep(MAX_NAP);
             }
-            return;
         }
+    }
+
+    fn dispatch<S: Service>(&mut self, driver: &mut IoDriver<'_, Self::Raw, S>, now: Instant) {
         for event in self.events.iter() {
             match event.token() {
-                LISTENER => server.on_listener_ready(),
+                LISTENER => driver.server_mut().on_listener_ready(),
                 SIGNALS => self.signalled += self.signals.take(),
                 mio::Token(index) => {
                     // Events of a socket closed earlier in this batch may name a reused
                     // slot: spurious readiness, which costs one would-block.
-                    if let Some(conn) = server.conn_id(index) {
+                    if let Some(conn) = driver.server().conn_id(index) {
                         let failed = event.is_error();
                         let readable = event.is_readable() || failed;
                         let writable = event.is_writable() || event.is_write_closed() || failed;
-                        let _ = server.on_ready(conn, readable, writable);
+                        // A quiet connection's request is answered here and now.
+                        let _ = driver.on_ready(now, conn, readable, writable);
                         if event.is_read_closed() {
                             // The end-of-stream must be read even after a short read.
-                            let _ = server.on_read_closed(conn);
+                            let _ = driver.server_mut().on_read_closed(conn);
                         }
                     }
                 }
@@ -595,6 +596,9 @@ impl Io for Epoll {
         std::mem::take(&mut self.signalled)
     }
 }
+
+/// The generic driver over an [`Io`]'s sockets.
+type IoDriver<'a, R, S> = Driver<'a, NetListener<R>, S>;
 
 /// [`serve`] with the service the options ask for.
 fn serve_as<I: Io>(
@@ -640,8 +644,9 @@ fn serve<I: Io, S: Service>(
         match driver.step(pace.now) {
             Step::Recv { .. } | Step::Send { .. } | Step::AcceptWouldBlock => {}
             Step::Wait(until) => {
-                io.wait(driver.server_mut(), &clock, until);
+                io.wait(&clock, until);
                 pace.read_clock();
+                io.dispatch(&mut driver, pace.now);
                 let signals = io.signals();
                 pace.woke(&mut control, signals, options, stop, driver.server_mut());
             }

@@ -50,7 +50,7 @@ use std::rc::Rc;
 
 use nbecho_core::{
     nb, CloseReason, Config, ConnId, ConnState, Driver, Duration, ErrorKind, Instant, LineState,
-    Mode, NumberedLines, Reply, Scheduling, Server, Service, Slot, Stats, Step, Storage,
+    Mode, NumberedLines, Reply, Scheduling, Served, Server, Service, Slot, Stats, Step, Storage,
 };
 
 use crate::net::{Answer, Net, Pipe, SharedNet, SimListener, SimStream, WINDOW};
@@ -90,8 +90,11 @@ const STOP_AT_ONCE_AFTER: u64 = 40;
 pub struct Report {
     /// Driver steps taken.
     pub steps: u64,
-    /// Operations among them (steps other than waits).
+    /// Operations among them (steps other than waits), and those the driver performed
+    /// as readiness came (the express lane).
     pub ops: u64,
+    /// Operations the driver performed as readiness came (see [`Driver::on_ready`]).
+    pub served_ops: u64,
     /// Echo bytes checked against the model of the transform as they were written.
     pub bytes_checked: u64,
     /// Faults the network injected.
@@ -229,6 +232,8 @@ struct Model {
     app_last_ops: u64,
     app_calls: u64,
     ops: u64,
+    /// Of `ops`, those of the express lane.
+    served_ops: u64,
     longest_wait: u64,
     largest_buffer: usize,
     /// The earliest shutdown deadline asked for.
@@ -271,6 +276,7 @@ impl Model {
             app_last_ops: 0,
             app_calls: 0,
             ops: 0,
+            served_ops: 0,
             longest_wait: 0,
             largest_buffer: 0,
             shutdown_deadline: None,
@@ -493,11 +499,28 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
         // would-blocks) made ready; in edge-batch mode only when the driver polls for
         // events, which it does when it waits.
         if s.server.readiness && (waited || !s.server.edge_batches) {
-            let delivered =
-                deliver_readiness(&mut driver, &net, &model).map_err(|e| fail(step, e))?;
+            let (delivered, served) =
+                deliver_readiness(&mut driver, &net, &model, now).map_err(|e| fail(step, e))?;
             if delivered {
                 quiet_wait_at = None;
                 idle_steps = 0;
+            }
+            // What the express lane did as readiness came: observed as steps, then checked
+            // as one (the server's counters include them all).
+            for taken in served.iter().flat_map(Served::steps) {
+                fmt::Write::write_fmt(&mut trace, format_args!("{now:?} ready {taken:?}\n")).ok();
+                if print_trace {
+                    eprintln!("{step:>7} {now} ready {taken:?}");
+                }
+                model.ops += 1;
+                model.served_ops += 1;
+                observe(&s, &mut model, &driver, &net, &taken, now, idle_timeout)
+                    .map_err(|e| fail(step, e))?;
+            }
+            if !served.is_empty() {
+                check_step(&driver, &net, buffer_size, &model, now).map_err(|e| fail(step, e))?;
+                // The clients see what was written (they act between any two steps).
+                net.borrow_mut().clients_act(now);
             }
         }
 
@@ -636,6 +659,7 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
     Ok(Report {
         steps: step,
         ops: model.ops,
+        served_ops: model.served_ops,
         bytes_checked: n.pipes.iter().map(|p| p.written as u64).sum(),
         faults: n.injected,
         accepted: stats.accepted,
@@ -679,12 +703,15 @@ fn app_acts(driver: &mut SimDriver<'_>, model: &mut Model, every: u64) -> Result
     .map_err(|e| format!("{call:?} on the live {conn}: {e}"))
 }
 
-/// Reports the pending readiness edges to the server; true if there were any.
+/// Reports the pending readiness edges through the driver, at `now`: true if there were
+/// any, and what the driver served at once.
 fn deliver_readiness(
     driver: &mut SimDriver<'_>,
     net: &SharedNet,
     model: &Model,
-) -> Result<bool, String> {
+    now: Instant,
+) -> Result<(bool, Vec<Served>), String> {
+    let mut served = Vec::new();
     let (edges, listener) = {
         let mut n = net.borrow_mut();
         (
@@ -703,10 +730,11 @@ fn deliver_readiness(
             .find(|(_, c)| *c == client)
             .map(|(id, _)| *id);
         if let Some(conn) = conn {
-            driver
-                .server_mut()
-                .on_ready(conn, readable, writable)
-                .map_err(|e| format!("on_ready({conn}): {e}"))?;
+            served.extend(
+                driver
+                    .on_ready(now, conn, readable, writable)
+                    .map_err(|e| format!("on_ready({conn}): {e}"))?,
+            );
             if read_closed {
                 driver
                     .server_mut()
@@ -715,7 +743,7 @@ fn deliver_readiness(
             }
         }
     }
-    Ok(listener || !edges.is_empty())
+    Ok((listener || !edges.is_empty(), served))
 }
 
 /// Updates the model with one step and checks what the step itself must respect.
