@@ -1,19 +1,49 @@
 //! Bytes per second through the state machine (read into the lent buffer, transform,
 //! send), next to the in-process limit measured in the same run: `copy +
-//! make_ascii_uppercase` of the same bytes.
+//! make_ascii_uppercase` of the same bytes. `core`: the server's own calls, one per
+//! operation (the general path); `express`: through the driver's readiness reports, as
+//! the epoll driver runs it.
 //!
 //! `cargo bench -p nbecho-core --bench throughput`
 // A std bench: the workspace's `core`-over-`std` lint is for no_std code.
 #![allow(clippy::std_instead_of_core, missing_docs)]
 
+use std::cell::Cell;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use nbecho_core::{
-    nb, Action, Admission, Config, Instant, Scheduling, Server, Slot, Storage, Uppercase,
+    nb, AcceptFn, Action, Admission, Config, Driver, ErrorKind, Instant, Scheduling, Server, Slot,
+    Step, Storage, Stream, Uppercase,
 };
 
-const BUFFER: usize = 16 * 1024;
+/// Larger than the largest chunk: every read is short, as a request is.
+const BUFFER: usize = 32 * 1024;
+
+/// A socket that has `input` to read once each time `ready` is set (as one request
+/// arrives), and takes every write whole.
+struct Request<'a> {
+    input: &'a [u8],
+    ready: &'a Cell<bool>,
+}
+
+impl Stream for Request<'_> {
+    fn read(&mut self, _: &mut (), buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
+        if !self.ready.replace(false) {
+            return Err(nb::Error::WouldBlock);
+        }
+        buf[..self.input.len()].copy_from_slice(black_box(self.input));
+        Ok(self.input.len())
+    }
+
+    fn write(&mut self, _: &mut (), bytes: &[u8]) -> nb::Result<usize, ErrorKind> {
+        Ok(black_box(bytes).len())
+    }
+
+    fn shutdown_write(&mut self, _: &mut ()) -> Result<(), ErrorKind> {
+        Ok(())
+    }
+}
 
 fn throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("echo");
@@ -73,6 +103,38 @@ fn throughput(c: &mut Criterion) {
                     }
                     other => panic!("{other:?}"),
                 }
+            })
+        });
+
+        // The core as the epoll driver runs it: each request answered as its readiness is
+        // reported (the express lane), then the pass that finds nothing else to do.
+        let ready = Cell::new(false);
+        let mut slots = [Slot::EMPTY; 1];
+        let mut arena = vec![0u8; BUFFER];
+        let mut config = Config::default();
+        config.scheduling = Scheduling::Readiness;
+        config.short_reads_drain = true;
+        let storage = Storage::new(&mut slots, &mut arena, BUFFER).unwrap();
+        let server = Server::new(config, storage, Uppercase);
+        let mut stream = Some(Request {
+            input: &input,
+            ready: &ready,
+        });
+        let listener = AcceptFn(|_: &mut ()| stream.take().ok_or(nb::Error::WouldBlock));
+        let mut streams = [None];
+        let mut driver = Driver::new(server, listener, &mut streams).unwrap();
+        driver.server_mut().on_listener_ready();
+        let Step::Accepted(conn) = driver.step(now) else {
+            unreachable!()
+        };
+        while !matches!(driver.step(now), Step::Wait(_)) {}
+        group.bench_function(BenchmarkId::new("express", chunk), |b| {
+            b.iter(|| {
+                ready.set(true);
+                let served = driver.on_ready(now, conn, true, false).unwrap();
+                debug_assert!(served.is_some_and(|s| s.send == Some(Ok(chunk))));
+                black_box(served);
+                assert!(matches!(driver.step(now), Step::Wait(_)));
             })
         });
     }

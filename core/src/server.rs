@@ -385,7 +385,41 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     ///
     /// An `Accept`, `Recv` or `Send` from the previous call that was not reported is
     /// counted as not performed.
+    #[inline]
     pub fn poll(&mut self, now: Instant) -> Action<'_> {
+        if now != self.timers_run_at {
+            self.run_timers(now);
+        }
+        if self.is_idle() {
+            // Nothing queued, nothing to accept, no stop, the timers run for `now`: the
+            // common answer after the express lane served what a wake-up brought. The
+            // general path would end the pass and begin an empty one, as here, then wait.
+            self.pending = None;
+            self.busy_since_wait = false;
+            self.pass_progress = false;
+            self.accepts_left = self.config.accepts_per_pass;
+            return Action::Wait {
+                until: self.wait_until(now),
+            };
+        }
+        self.poll_general(now)
+    }
+
+    /// See [`poll`](Self::poll).
+    #[inline]
+    fn is_idle(&self) -> bool {
+        self.queue_head == NIL
+            && self.current == NIL
+            && self.pass_left == 0
+            && !self.listener_ready
+            && self.shutdown_deadline.is_none()
+            && self.config.scheduling == Scheduling::Readiness
+    }
+
+    /// [`poll`](Self::poll), whatever there is to do: kept out of line, so that the idle
+    /// answer does not pay for its frame.
+    #[inline(never)]
+    fn poll_general(&mut self, now: Instant) -> Action<'_> {
         self.pending = None;
         let plan = self.plan(now);
         self.busy_since_wait = !matches!(plan, Plan::Wait(_));
@@ -421,14 +455,6 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     /// readiness mode the driver polls for new events (`Wait { until: Some(now) }`) between
     /// two passes, so newly ready connections and new arrivals are seen promptly.
     fn plan(&mut self, now: Instant) -> Plan {
-        // Drivers read the clock once per wake-up, so most polls see the same `now`: the
-        // timers were run for it already, and every deadline set since lies later (an
-        // idle deadline is `now` plus a timeout of at least 1 µs, a probe round `now`
-        // plus its pause; `begin_shutdown` forgets `timers_run_at`).
-        if now != self.timers_run_at {
-            self.run_timers(now);
-            self.timers_run_at = now;
-        }
         loop {
             if self.current != NIL {
                 if let Some(plan) = self.plan_visit(self.current, now) {
@@ -868,7 +894,14 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         self.schedule(idx);
     }
 
+    /// Runs the timers due at `now`, once per `now`. Drivers read the clock once per
+    /// wake-up, so most polls see the same `now`: the timers were run for it already, and
+    /// every deadline set since lies later (an idle deadline is `now` plus a timeout of at
+    /// least 1 µs, a probe round `now` plus its pause; `begin_shutdown` forgets
+    /// `timers_run_at`). Out of line: most polls do not come here.
+    #[inline(never)]
     fn run_timers(&mut self, now: Instant) {
+        self.timers_run_at = now;
         if let Some(deadline) = self.shutdown_deadline {
             if now >= deadline && !self.forced {
                 self.forced = true;
@@ -1763,7 +1796,11 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         }))
     }
 
-    /// See [`on_ready_express`](Self::on_ready_express).
+    /// See [`on_ready_express`](Self::on_ready_express). Two conditions hold without a
+    /// test: a stop drains every open connection at once (so an open one means no stop
+    /// began), and a connection waits for a buffer only when none can be lent, each one
+    /// released going to the first in line (so with any waiting, the small buffer the
+    /// express lane asks for is not there, and the readiness is queued).
     #[inline]
     fn is_quiet(&self, idx: u32, now: Instant) -> bool {
         let slot = &self.slots[idx as usize];
@@ -1771,9 +1808,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             && self.service.is_transform()
             && self.pending.is_none()
             && self.current == NIL
-            && self.shutdown_deadline.is_none()
             && self.config.visit_budget >= 2
-            && self.buffer_waiters.front().is_none()
             && slot.state == Some(ConnState::Open)
             && slot.block == NIL
             && !slot.queued
