@@ -27,13 +27,19 @@ struct Script {
 
 impl Stream for Script {
     fn read(&mut self, _: &mut (), buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
-        let data = self.reads.pop_front().unwrap_or(Err(nb::Error::WouldBlock))?;
+        let data = self
+            .reads
+            .pop_front()
+            .unwrap_or(Err(nb::Error::WouldBlock))?;
         buf[..data.len()].copy_from_slice(&data);
         Ok(data.len())
     }
 
     fn write(&mut self, _: &mut (), bytes: &[u8]) -> nb::Result<usize, ErrorKind> {
-        let n = self.writes.pop_front().unwrap_or(Err(nb::Error::WouldBlock))?;
+        let n = self
+            .writes
+            .pop_front()
+            .unwrap_or(Err(nb::Error::WouldBlock))?;
         self.written.extend_from_slice(&bytes[..n]);
         Ok(n)
     }
@@ -60,7 +66,11 @@ fn no_stream(_: &mut ()) -> nb::Result<Script, ErrorKind> {
 fn accepted(config: Config) -> (TestDriver, ConnId) {
     let slots = Box::leak(vec![Slot::EMPTY; 2].into_boxed_slice());
     let arena = Box::leak(vec![0u8; 2 * BLOCK].into_boxed_slice());
-    let server = Server::new(config, Storage::new(slots, arena, BLOCK).unwrap(), Uppercase);
+    let server = Server::new(
+        config,
+        Storage::new(slots, arena, BLOCK).unwrap(),
+        Uppercase,
+    );
     let streams = Box::leak((0..2).map(|_| None).collect::<Vec<_>>().into_boxed_slice());
     let mut driver = Driver::new(server, AcceptFn(one_stream as _), streams).unwrap();
     driver.server_mut().on_listener_ready();
@@ -128,7 +138,10 @@ fn a_quiet_connections_request_is_answered_as_its_readiness_comes() {
     let (mut d, conn) = settled(readiness());
     script(&mut d, conn).reads.push_back(Ok(b"hello".to_vec()));
     script(&mut d, conn).writes.push_back(Ok(5));
-    assert_eq!(d.on_ready(T0, conn, true, false), served(conn, Ok(5), Some(Ok(5))));
+    assert_eq!(
+        d.on_ready(T0, conn, true, false),
+        served(conn, Ok(5), Some(Ok(5)))
+    );
     assert_eq!(script(&mut d, conn).written, b"HELLO");
     // Quiet again: no buffer held, nothing queued, nothing to do.
     assert_eq!(d.server().buffers().1, 0, "buffers lent");
@@ -138,7 +151,10 @@ fn a_quiet_connections_request_is_answered_as_its_readiness_comes() {
     // And the same again for the next request.
     script(&mut d, conn).reads.push_back(Ok(b"x".to_vec()));
     script(&mut d, conn).writes.push_back(Ok(1));
-    assert_eq!(d.on_ready(T0, conn, true, true), served(conn, Ok(1), Some(Ok(1))));
+    assert_eq!(
+        d.on_ready(T0, conn, true, true),
+        served(conn, Ok(1), Some(Ok(1)))
+    );
     assert_eq!(script(&mut d, conn).written, b"HELLOX");
     assert_eq!(until_wait(&mut d), [Step::Wait(None)]);
 }
@@ -148,7 +164,10 @@ fn the_rest_of_a_partial_write_goes_on_in_the_next_pass() {
     let (mut d, conn) = settled(readiness());
     script(&mut d, conn).reads.push_back(Ok(b"hello".to_vec()));
     script(&mut d, conn).writes.extend([Ok(2), Ok(3)]);
-    assert_eq!(d.on_ready(T0, conn, true, false), served(conn, Ok(5), Some(Ok(2))));
+    assert_eq!(
+        d.on_ready(T0, conn, true, false),
+        served(conn, Ok(5), Some(Ok(2)))
+    );
     assert_eq!(d.server().pending_output(conn), Ok(3));
     let send = Step::Send {
         conn,
@@ -164,7 +183,10 @@ fn a_write_that_would_block_waits_for_the_writable_edge() {
     let (mut d, conn) = settled(readiness());
     script(&mut d, conn).reads.push_back(Ok(b"hi".to_vec()));
     let would_block = Err(nb::Error::WouldBlock);
-    assert_eq!(d.on_ready(T0, conn, true, false), served(conn, Ok(2), Some(would_block)));
+    assert_eq!(
+        d.on_ready(T0, conn, true, false),
+        served(conn, Ok(2), Some(would_block))
+    );
     // Not writable: nothing to do until the edge.
     assert_eq!(until_wait(&mut d), [Step::Wait(None)]);
     assert_eq!(d.server().pending_output(conn), Ok(2));
@@ -183,7 +205,10 @@ fn a_write_that_would_block_waits_for_the_writable_edge() {
 fn nothing_to_read_leaves_the_connection_quiet() {
     let (mut d, conn) = settled(readiness());
     let would_block = Err(nb::Error::WouldBlock);
-    assert_eq!(d.on_ready(T0, conn, true, false), served(conn, would_block, None));
+    assert_eq!(
+        d.on_ready(T0, conn, true, false),
+        served(conn, would_block, None)
+    );
     assert_eq!(d.server().buffers().1, 0);
     assert_eq!(until_wait(&mut d), [Step::Wait(None)]);
 }
@@ -208,8 +233,13 @@ fn the_peers_end_of_stream_is_shut_down_and_closed_by_the_passes() {
 fn a_reset_closes_the_connection() {
     let (mut d, conn) = settled(readiness());
     let reset = Err(nb::Error::Other(ErrorKind::ConnectionReset));
-    script(&mut d, conn).reads.push_back(reset.map(|_: ()| Vec::new()));
-    assert_eq!(d.on_ready(T0, conn, true, false), served(conn, reset.map(|_: ()| 0), None));
+    script(&mut d, conn)
+        .reads
+        .push_back(reset.map(|_: ()| Vec::new()));
+    assert_eq!(
+        d.on_ready(T0, conn, true, false),
+        served(conn, reset.map(|_: ()| 0), None)
+    );
     let closed = Step::Closed(conn, CloseReason::Failed(ErrorKind::ConnectionReset));
     assert_eq!(until_wait(&mut d), [closed, Step::Wait(None)]);
     assert_eq!(d.server().stats().failed, 1);
@@ -219,7 +249,9 @@ fn a_reset_closes_the_connection() {
 fn a_read_that_fills_the_buffer_leaves_the_rest_to_the_next_pass() {
     let (mut d, conn) = settled(readiness());
     let full = vec![b'a'; BLOCK];
-    script(&mut d, conn).reads.extend([Ok(full.clone()), Ok(b"b".to_vec())]);
+    script(&mut d, conn)
+        .reads
+        .extend([Ok(full.clone()), Ok(b"b".to_vec())]);
     script(&mut d, conn).writes.extend([Ok(BLOCK), Ok(1)]);
     assert_eq!(
         d.on_ready(T0, conn, true, false),
@@ -254,7 +286,8 @@ fn only_quiet_connections_take_the_express_lane() {
     // A stop has begun: nothing more is read.
     let (mut d, conn) = settled(readiness());
     script(&mut d, conn).reads.push_back(Ok(b"a".to_vec()));
-    d.server_mut().begin_shutdown(T0 + crate::time::Duration::from_secs(1));
+    d.server_mut()
+        .begin_shutdown(T0 + crate::time::Duration::from_secs(1));
     assert_eq!(d.on_ready(T0, conn, true, true), Ok(None));
 
     // A write edge alone: nothing to read.
@@ -295,7 +328,10 @@ fn a_connection_past_its_idle_deadline_is_timed_out_not_served() {
     let before = T0 + crate::time::Duration::from_millis(9);
     script(&mut d, conn).reads.push_back(Ok(b"a".to_vec()));
     script(&mut d, conn).writes.push_back(Ok(1));
-    assert_eq!(d.on_ready(before, conn, true, false), served(conn, Ok(1), Some(Ok(1))));
+    assert_eq!(
+        d.on_ready(before, conn, true, false),
+        served(conn, Ok(1), Some(Ok(1)))
+    );
     assert_eq!(d.step(before), Step::Wait(Some(before + timeout)));
     // At the deadline: the pass times it out; its data is not read.
     let late = before + timeout;

@@ -50,6 +50,17 @@
 //! [`Stream`] traits; [`EmbeddedIo`] makes any `embedded_io::{Read, ReadReady, Write,
 //! WriteReady}` stream one, and [`AcceptFn`] makes an accept function a listener.
 //!
+//! A readiness driver reports readiness through [`Driver::on_ready`], which is also the
+//! *express lane*: a connection that was quiet (open, holding no buffer and so no output,
+//! nothing queued) and is now readable is served at once, a read into a small buffer and
+//! the write of what it read, each reported to the server as `on_recv` and `on_send`
+//! would be. That is the common case of a request and its answer, and it skips the run
+//! queue, the pass and a `poll` per operation (in the core, about a quarter of the
+//! general path's instructions per 64 B message). A read that drained the stream, whose
+//! answer was written whole, leaves the connection quiet; any other outcome (a partial
+//! write, a full buffer, the end of the stream, a failure) leaves it exactly as the pass
+//! would have, and what is left to do goes to the run queue.
+//!
 //! # Guarantees
 //!
 //! - Bytes asked to be sent are always a prefix of `transform(bytes received)`, per
@@ -74,7 +85,10 @@
 //!   [`visit_budget`](Config::visit_budget) reads and writes. What becomes ready meanwhile
 //!   is served in the next pass; in readiness scheduling the driver looks for new events
 //!   between passes that leave work behind (`Wait` until now). So a connection that
-//!   becomes ready is served within two passes, however busy the others are.
+//!   becomes ready is served within two passes, however busy the others are. The express
+//!   lane serves a quiet connection once per readiness report, for one read and one
+//!   write, before the next pass: a connection with work left is never quiet, so a busy
+//!   one cannot use it to go round the passes.
 //! - A connection that can get no buffer waits in line: a released buffer goes to the
 //!   connection that has waited longest.
 //! - Buffers follow the load ([`Storage::with_large_buffers`]): a connection gets a large

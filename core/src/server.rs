@@ -5,10 +5,10 @@ use embedded_io::ErrorKind;
 use crate::action::{Action, Admission, ReportError};
 use crate::buffer::{Buffers, Pool, StorageError};
 use crate::config::{Config, Scheduling};
-use crate::driver::Stream;
 use crate::conn::{
     CloseReason, ConnId, ConnState, FlightTable, Flights, InFlight, NoFlights, Slot, NIL,
 };
+use crate::driver::Stream;
 use crate::list::{Links, List};
 use crate::service::{Reply, Service};
 use crate::stats::Stats;

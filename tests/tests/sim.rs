@@ -70,7 +70,10 @@ fn seeds(from: u64, count: u64) {
     );
     // The express lane is where most requests of a readiness run are answered: a sweep
     // that never took it would not check it.
-    assert!(served > steps / 100, "{served} express operations in {steps} steps");
+    assert!(
+        served > steps / 100,
+        "{served} express operations in {steps} steps"
+    );
 }
 
 #[test]
