@@ -65,16 +65,21 @@ for scenario in "${scenarios[@]}"; do
 done
 
 # The core alone (core/examples/hotpath.rs: readiness, a short read, its send, the wait;
-# no sockets, no clock), per message of each scenario's size.
+# no sockets, no clock), per message of each scenario's size: through the driver's
+# readiness reports as the epoll driver runs it (the express lane), and on the general
+# path (the server's own calls, one per operation).
 core_alone() {
-    valgrind --tool=callgrind --callgrind-out-file="$OUT/core.$1.$2" \
-        target/release/examples/hotpath "$1" "$2" 2>/dev/null >/dev/null
-    awk '/^summary:/ {print $2}' "$OUT/core.$1.$2"
+    valgrind --tool=callgrind --callgrind-out-file="$OUT/core.$1.$2.$3" \
+        target/release/examples/hotpath "$1" "$2" "$3" 2>/dev/null >/dev/null
+    awk '/^summary:/ {print $2}' "$OUT/core.$1.$2.$3"
 }
-for scenario in "${scenarios[@]}"; do
-    read -r conns size <<<"$scenario"
-    one=$(core_alone 1 "$size")
-    many=$(core_alone 100001 "$size")
-    per=$(python3 -c "print(f'{($many - $one) / 100000:.0f}')")
-    printf '| core alone | %s B messages | 100000 | %s | %s | %s |\n' "$size" "$many" "$one" "$per"
+for path in express poll; do
+    for scenario in "${scenarios[@]}"; do
+        read -r conns size <<<"$scenario"
+        one=$(core_alone 1 "$size" "$path")
+        many=$(core_alone 100001 "$size" "$path")
+        per=$(python3 -c "print(f'{($many - $one) / 100000:.0f}')")
+        label=$([ "$path" = poll ] && echo "core alone, general path" || echo "core alone, express lane")
+        printf '| %s | %s B messages | 100000 | %s | %s | %s |\n' "$label" "$size" "$many" "$one" "$per"
+    done
 done
