@@ -84,6 +84,11 @@ fn accepted(config: Config) -> (TestDriver, ConnId) {
 /// two connections and two small buffers, one connection accepted and settled: its first
 /// read found nothing, so it is quiet.
 fn settled(config: Config) -> (TestDriver, ConnId) {
+    settled_until(config, None)
+}
+
+/// [`settled`], its server then waiting until `until` (its idle deadline, if any).
+fn settled_until(config: Config, until: Option<Instant>) -> (TestDriver, ConnId) {
     let (mut driver, conn) = accepted(config);
     // The listener would answer another stream: it is not ready any more.
     driver.listener = AcceptFn(no_stream as _);
@@ -95,7 +100,7 @@ fn settled(config: Config) -> (TestDriver, ConnId) {
             outcome: Err(nb::Error::WouldBlock)
         }
     );
-    assert_eq!(driver.step(T0), Step::Wait(None));
+    assert_eq!(driver.step(T0), Step::Wait(until));
     (driver, conn)
 }
 
@@ -313,17 +318,7 @@ fn a_connection_past_its_idle_deadline_is_timed_out_not_served() {
         idle_timeout: Some(timeout),
         ..readiness()
     };
-    let (mut d, conn) = accepted(config);
-    d.listener = AcceptFn(no_stream as _);
-    assert_eq!(d.step(T0), Step::AcceptWouldBlock);
-    assert_eq!(
-        d.step(T0),
-        Step::Recv {
-            conn,
-            outcome: Err(nb::Error::WouldBlock)
-        }
-    );
-    assert_eq!(d.step(T0), Step::Wait(Some(T0 + timeout)));
+    let (mut d, conn) = settled_until(config, Some(T0 + timeout));
     // Just before the deadline: served, and the deadline moves.
     let before = T0 + crate::time::Duration::from_millis(9);
     script(&mut d, conn).reads.push_back(Ok(b"a".to_vec()));
