@@ -716,6 +716,7 @@ impl Pace {
 
     /// After a wait (and [`read_clock`](Self::read_clock)), or when [`tick`](Self::tick)
     /// says so: counts the `signals` the driver saw and acts on stop requests.
+    #[inline]
     pub(crate) fn woke<S: Service, F: nbecho_core::Flights>(
         &mut self,
         control: &mut Control,
@@ -747,6 +748,7 @@ pub(crate) struct Control {
 
 impl Control {
     /// Acts on stop requests not acted on yet; true when it did (it read the clock).
+    #[inline]
     fn stop_requested<S: Service, F: nbecho_core::Flights>(
         &mut self,
         options: &Options,
@@ -758,6 +760,21 @@ impl Control {
         if requests <= self.handled {
             return false;
         }
+        self.stop(requests, options, server, clock);
+        true
+    }
+
+    /// Acts on `requests` stop requests: the first begins a graceful stop, a second one
+    /// stops at once. Out of line: once or twice in a server's life.
+    #[cold]
+    #[inline(never)]
+    fn stop<S: Service, F: nbecho_core::Flights>(
+        &mut self,
+        requests: usize,
+        options: &Options,
+        server: &mut Server<'_, S, F>,
+        clock: &Clock,
+    ) {
         let first = self.handled == 0;
         log_stop_requests(
             requests,
@@ -773,7 +790,6 @@ impl Control {
         if requests >= 2 {
             server.begin_shutdown(now);
         }
-        true
     }
 
     /// A connection was refused at capacity: a warning at most once a second.
