@@ -141,6 +141,7 @@ pub enum Step {
 /// What [`Driver::on_ready`] did at once for a quiet connection: its read, and after data
 /// its write, both reported to the server already.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Served {
     /// The connection served.
     pub conn: ConnId,
