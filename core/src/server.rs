@@ -1508,6 +1508,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     /// The outcome of `Send`: `Ok(n)` bytes written (partial writes are normal),
     /// `Err(WouldBlock)` nothing now, `Err(Other(kind))` the connection failed. `Ok(0)`
     /// for a non-empty write means the stream will take no more (`WriteZero`).
+    #[inline(always)]
     pub fn on_send(
         &mut self,
         now: Instant,
