@@ -2,9 +2,6 @@
 //! request answered as its readiness comes, and every other outcome handed to the passes
 //! exactly as a pass would have left it.
 
-use std::collections::VecDeque;
-use std::vec::Vec;
-
 use super::*;
 use crate::config::{Config, Scheduling};
 use crate::conn::Slot;
@@ -15,37 +12,39 @@ const T0: Instant = Instant::ZERO;
 const BLOCK: usize = 16;
 
 /// A stream that answers what each test scripts: each read and write takes the next
-/// scripted outcome (would-block when none is left); a write's `Ok(n)` takes `n` bytes.
+/// scripted outcome, first in first out (would-block when none is left); a write's
+/// `Ok(n)` takes `n` bytes. (The test build's prelude `Vec`: a handful of entries each.)
 #[derive(Debug, Default)]
 struct Script {
-    reads: VecDeque<nb::Result<Vec<u8>, ErrorKind>>,
-    writes: VecDeque<nb::Result<usize, ErrorKind>>,
+    reads: Vec<nb::Result<Vec<u8>, ErrorKind>>,
+    writes: Vec<nb::Result<usize, ErrorKind>>,
     /// Every byte written, in order.
     written: Vec<u8>,
-    shut: bool,
+}
+
+/// The oldest scripted outcome, or would-block.
+fn next<T>(script: &mut Vec<nb::Result<T, ErrorKind>>) -> nb::Result<T, ErrorKind> {
+    if script.is_empty() {
+        Err(nb::Error::WouldBlock)
+    } else {
+        script.remove(0)
+    }
 }
 
 impl Stream for Script {
     fn read(&mut self, _: &mut (), buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
-        let data = self
-            .reads
-            .pop_front()
-            .unwrap_or(Err(nb::Error::WouldBlock))?;
+        let data = next(&mut self.reads)?;
         buf[..data.len()].copy_from_slice(&data);
         Ok(data.len())
     }
 
     fn write(&mut self, _: &mut (), bytes: &[u8]) -> nb::Result<usize, ErrorKind> {
-        let n = self
-            .writes
-            .pop_front()
-            .unwrap_or(Err(nb::Error::WouldBlock))?;
+        let n = next(&mut self.writes)?;
         self.written.extend_from_slice(&bytes[..n]);
         Ok(n)
     }
 
     fn shutdown_write(&mut self, _: &mut ()) -> Result<(), ErrorKind> {
-        self.shut = true;
         Ok(())
     }
 }
@@ -141,8 +140,8 @@ fn served(
 #[test]
 fn a_quiet_connections_request_is_answered_as_its_readiness_comes() {
     let (mut d, conn) = settled(readiness());
-    script(&mut d, conn).reads.push_back(Ok(b"hello".to_vec()));
-    script(&mut d, conn).writes.push_back(Ok(5));
+    script(&mut d, conn).reads.push(Ok(b"hello".to_vec()));
+    script(&mut d, conn).writes.push(Ok(5));
     assert_eq!(
         d.on_ready(T0, conn, true, false),
         served(conn, Ok(5), Some(Ok(5)))
@@ -154,8 +153,8 @@ fn a_quiet_connections_request_is_answered_as_its_readiness_comes() {
     let stats = d.server().stats();
     assert_eq!((stats.bytes_in, stats.bytes_out), (5, 5));
     // And the same again for the next request.
-    script(&mut d, conn).reads.push_back(Ok(b"x".to_vec()));
-    script(&mut d, conn).writes.push_back(Ok(1));
+    script(&mut d, conn).reads.push(Ok(b"x".to_vec()));
+    script(&mut d, conn).writes.push(Ok(1));
     assert_eq!(
         d.on_ready(T0, conn, true, true),
         served(conn, Ok(1), Some(Ok(1)))
@@ -167,7 +166,7 @@ fn a_quiet_connections_request_is_answered_as_its_readiness_comes() {
 #[test]
 fn the_rest_of_a_partial_write_goes_on_in_the_next_pass() {
     let (mut d, conn) = settled(readiness());
-    script(&mut d, conn).reads.push_back(Ok(b"hello".to_vec()));
+    script(&mut d, conn).reads.push(Ok(b"hello".to_vec()));
     script(&mut d, conn).writes.extend([Ok(2), Ok(3)]);
     assert_eq!(
         d.on_ready(T0, conn, true, false),
@@ -186,7 +185,7 @@ fn the_rest_of_a_partial_write_goes_on_in_the_next_pass() {
 #[test]
 fn a_write_that_would_block_waits_for_the_writable_edge() {
     let (mut d, conn) = settled(readiness());
-    script(&mut d, conn).reads.push_back(Ok(b"hi".to_vec()));
+    script(&mut d, conn).reads.push(Ok(b"hi".to_vec()));
     let would_block = Err(nb::Error::WouldBlock);
     assert_eq!(
         d.on_ready(T0, conn, true, false),
@@ -196,7 +195,7 @@ fn a_write_that_would_block_waits_for_the_writable_edge() {
     assert_eq!(until_wait(&mut d), [Step::Wait(None)]);
     assert_eq!(d.server().pending_output(conn), Ok(2));
     // The edge finds the connection holding output: not quiet, so queued.
-    script(&mut d, conn).writes.push_back(Ok(2));
+    script(&mut d, conn).writes.push(Ok(2));
     assert_eq!(d.on_ready(T0, conn, false, true), Ok(None));
     let send = Step::Send {
         conn,
@@ -221,7 +220,7 @@ fn nothing_to_read_leaves_the_connection_quiet() {
 #[test]
 fn the_peers_end_of_stream_is_shut_down_and_closed_by_the_passes() {
     let (mut d, conn) = settled(readiness());
-    script(&mut d, conn).reads.push_back(Ok(Vec::new()));
+    script(&mut d, conn).reads.push(Ok(Vec::new()));
     assert_eq!(d.on_ready(T0, conn, true, false), served(conn, Ok(0), None));
     assert_eq!(
         until_wait(&mut d),
@@ -240,7 +239,7 @@ fn a_reset_closes_the_connection() {
     let reset = Err(nb::Error::Other(ErrorKind::ConnectionReset));
     script(&mut d, conn)
         .reads
-        .push_back(reset.map(|_: ()| Vec::new()));
+        .push(reset.map(|_: ()| Vec::new()));
     assert_eq!(
         d.on_ready(T0, conn, true, false),
         served(conn, reset.map(|_: ()| 0), None)
@@ -285,19 +284,19 @@ fn only_quiet_connections_take_the_express_lane() {
         ..Config::default()
     };
     let (mut d, conn) = accepted(config);
-    script(&mut d, conn).reads.push_back(Ok(b"a".to_vec()));
+    script(&mut d, conn).reads.push(Ok(b"a".to_vec()));
     assert_eq!(d.on_ready(T0, conn, true, true), Ok(None));
 
     // A stop has begun: nothing more is read.
     let (mut d, conn) = settled(readiness());
-    script(&mut d, conn).reads.push_back(Ok(b"a".to_vec()));
+    script(&mut d, conn).reads.push(Ok(b"a".to_vec()));
     d.server_mut()
         .begin_shutdown(T0 + crate::time::Duration::from_secs(1));
     assert_eq!(d.on_ready(T0, conn, true, true), Ok(None));
 
     // A write edge alone: nothing to read.
     let (mut d, conn) = settled(readiness());
-    script(&mut d, conn).reads.push_back(Ok(b"a".to_vec()));
+    script(&mut d, conn).reads.push(Ok(b"a".to_vec()));
     assert_eq!(d.on_ready(T0, conn, false, true), Ok(None));
     assert_eq!(script(&mut d, conn).reads.len(), 1, "not read");
 
@@ -321,8 +320,8 @@ fn a_connection_past_its_idle_deadline_is_timed_out_not_served() {
     let (mut d, conn) = settled_until(config, Some(T0 + timeout));
     // Just before the deadline: served, and the deadline moves.
     let before = T0 + crate::time::Duration::from_millis(9);
-    script(&mut d, conn).reads.push_back(Ok(b"a".to_vec()));
-    script(&mut d, conn).writes.push_back(Ok(1));
+    script(&mut d, conn).reads.push(Ok(b"a".to_vec()));
+    script(&mut d, conn).writes.push(Ok(1));
     assert_eq!(
         d.on_ready(before, conn, true, false),
         served(conn, Ok(1), Some(Ok(1)))
@@ -330,7 +329,7 @@ fn a_connection_past_its_idle_deadline_is_timed_out_not_served() {
     assert_eq!(d.step(before), Step::Wait(Some(before + timeout)));
     // At the deadline: the pass times it out; its data is not read.
     let late = before + timeout;
-    script(&mut d, conn).reads.push_back(Ok(b"b".to_vec()));
+    script(&mut d, conn).reads.push(Ok(b"b".to_vec()));
     assert_eq!(d.on_ready(late, conn, true, false), Ok(None));
     assert_eq!(d.step(late), Step::Closed(conn, CloseReason::TimedOut));
     assert_eq!(script_len(&d), 0, "the stream is closed");
