@@ -287,14 +287,8 @@ impl<'a, L: Listener<C>, T: Service, C: ?Sized> Driver<'a, L, T, C> {
         cx: &mut C,
     ) -> Result<Option<Served>, ReportError> {
         let stream = self.streams.get_mut(conn.index()).and_then(Option::as_mut);
-        let express = self
-            .server
-            .on_ready_express(now, conn, readable, writable, stream, cx)?;
-        Ok(express.map(|e| Served {
-            conn,
-            recv: e.recv,
-            send: e.send,
-        }))
+        self.server
+            .on_ready_express(now, conn, readable, writable, stream, cx)
     }
 
     /// Performs the server's next action with `cx` for the listener and streams, and

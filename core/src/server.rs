@@ -8,7 +8,7 @@ use crate::config::{Config, Scheduling};
 use crate::conn::{
     CloseReason, ConnId, ConnState, FlightTable, Flights, InFlight, NoFlights, Slot, NIL,
 };
-use crate::driver::Stream;
+use crate::driver::{Served, Stream};
 use crate::list::{Links, List};
 use crate::service::{Reply, Service};
 use crate::stats::Stats;
@@ -108,15 +108,6 @@ enum Pending {
     Recv { conn: ConnId, start: u32, max: u32 },
     Send { conn: ConnId, max: u32 },
     Probe { conn: ConnId },
-}
-
-/// What the express lane did (see [`Server::on_ready_express`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Express {
-    /// The read's outcome.
-    pub(crate) recv: nb::Result<usize, ErrorKind>,
-    /// The write's, after a read of data.
-    pub(crate) send: Option<nb::Result<usize, ErrorKind>>,
 }
 
 /// An [`Action`] before it borrows the server's buffers.
@@ -1732,7 +1723,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         writable: bool,
         stream: Option<&mut S>,
         cx: &mut C,
-    ) -> Result<Option<Express>, ReportError> {
+    ) -> Result<Option<Served>, ReportError> {
         let idx = self.live(conn)?;
         self.mark_ready(idx, readable, writable);
         let Some(stream) = stream.filter(|_| readable && self.is_quiet(idx, now)) else {
@@ -1759,13 +1750,16 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
                 });
                 self.on_recv(now, conn, recv)?;
                 self.requeue(idx);
-                return Ok(Some(Express { recv, send: None }));
+                return Ok(Some(Served {
+                    conn,
+                    recv,
+                    send: None,
+                }));
             }
         };
         self.service.transform(&mut buf[..n]);
         let send = stream.write(cx, &buf[..n]);
         self.stats.bytes_in += n as u64;
-        self.pass_progress = true;
         self.progressed(idx, now);
         // As `on_recv`: a read that filled its buffer is bulk (the next buffer is large),
         // and with `short_reads_drain` a short one took everything there was.
@@ -1777,7 +1771,8 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             // Echoed whole, nothing more to read: quiet again, holding nothing.
             self.stats.bytes_out += n as u64;
             self.pool.release_small(block);
-            return Ok(Some(Express {
+            return Ok(Some(Served {
+                conn,
                 recv,
                 send: Some(send),
             }));
@@ -1791,7 +1786,8 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         });
         self.on_send(now, conn, send)?;
         self.requeue(idx);
-        Ok(Some(Express {
+        Ok(Some(Served {
+            conn,
             recv,
             send: Some(send),
         }))
