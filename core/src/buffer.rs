@@ -60,6 +60,9 @@ pub(crate) struct Pool<'a> {
     arena: &'a mut [u8],
     block_size: u32,
     blocks: u32,
+    /// The block released last, kept off the free list and lent first: a request and
+    /// its answer take and give back one block with no link to read or write.
+    spare: u32,
     /// Head of the intrusive free list.
     free: u32,
     /// Blocks at or above this index have never been lent.
@@ -98,6 +101,7 @@ impl<'a> Pool<'a> {
             arena,
             block_size: block_size as u32,
             blocks: blocks as u32,
+            spare: NIL,
             free: NIL,
             fresh: 0,
             in_use: 0,
@@ -117,13 +121,15 @@ impl<'a> Pool<'a> {
     /// True if [`alloc`](Self::alloc) would lend a block.
     #[inline]
     pub(crate) fn can_lend(&self) -> bool {
-        self.free != NIL || self.fresh < self.blocks
+        self.in_use < self.blocks
     }
 
     /// Lends a block, or `None` when all are lent.
     #[inline]
     pub(crate) fn alloc(&mut self) -> Option<u32> {
-        let block = if self.free != NIL {
+        let block = if self.spare != NIL {
+            core::mem::replace(&mut self.spare, NIL)
+        } else if self.free != NIL {
             let block = self.free;
             let link = self.range(block, 0, 4);
             // One bounds check for the four bytes (a block holds at least MIN_BLOCK).
@@ -149,9 +155,13 @@ impl<'a> Pool<'a> {
     #[inline]
     pub(crate) fn release(&mut self, block: u32) {
         debug_assert!(block < self.blocks);
-        let link = self.range(block, 0, 4);
-        self.arena[link].copy_from_slice(&self.free.to_le_bytes());
-        self.free = block;
+        // The spare before goes to the list: blocks are lent again most recent first.
+        let older = core::mem::replace(&mut self.spare, block);
+        if older != NIL {
+            let link = self.range(older, 0, 4);
+            self.arena[link].copy_from_slice(&self.free.to_le_bytes());
+            self.free = older;
+        }
         self.in_use -= 1;
     }
 
@@ -343,10 +353,17 @@ mod tests {
         assert_eq!(pool.alloc(), None);
         pool.release(1);
         pool.release(3);
-        assert_eq!(pool.in_use(), 2);
-        assert_eq!(pool.alloc(), Some(3), "LIFO: the block still in cache");
+        pool.release(0);
+        assert_eq!(pool.in_use(), 1);
+        assert!(pool.can_lend());
+        // The spare, then the free list: LIFO throughout, the block still in cache first.
+        assert_eq!(pool.alloc(), Some(0));
+        assert_eq!(pool.alloc(), Some(3));
         assert_eq!(pool.alloc(), Some(1));
         assert_eq!(pool.alloc(), None);
+        assert!(!pool.can_lend());
+        pool.release(2);
+        assert_eq!(pool.alloc(), Some(2));
     }
 
     #[test]

@@ -32,6 +32,23 @@ impl ConnId {
     pub const fn generation(self) -> u32 {
         self.generation
     }
+
+    /// The whole id as one number (the generation in the high 32 bits, the index in the
+    /// low ones): a key for readiness sources that carry one (an epoll token), so that
+    /// an event of a connection closed since is seen as stale rather than taken for the
+    /// connection reusing its slot. The index part is never `u32::MAX`.
+    pub const fn to_bits(self) -> u64 {
+        (self.generation as u64) << 32 | self.index as u64
+    }
+
+    /// The id [`to_bits`](Self::to_bits) gave. Any number makes an id: one the server
+    /// did not hand out is stale or unknown to every call that takes it.
+    pub const fn from_bits(bits: u64) -> Self {
+        Self {
+            index: bits as u32,
+            generation: (bits >> 32) as u32,
+        }
+    }
 }
 
 impl fmt::Display for ConnId {
@@ -364,6 +381,19 @@ mod tests {
             "{}",
             core::mem::size_of::<Slot>()
         );
+    }
+
+    #[test]
+    fn bits_round_trip() {
+        for (index, generation) in [(0, 0), (1, 7), (u32::MAX - 1, u32::MAX)] {
+            let id = ConnId { index, generation };
+            assert_eq!(ConnId::from_bits(id.to_bits()), id);
+        }
+        let id = ConnId {
+            index: 3,
+            generation: 2,
+        };
+        assert_eq!(id.to_bits(), 0x2_0000_0003);
     }
 
     #[test]

@@ -185,8 +185,10 @@ pub struct Server<'a, T, F: Flights = NoFlights> {
     /// table: the first is the first to give its buffer back.
     holds: List,
     shutdown_deadline: Option<Instant>,
-    /// The `now` the timers last ran for (`Instant::MAX`: to be run at the next poll).
-    timers_run_at: Instant,
+    /// When the timers may next have work: at or before every deadline they keep (the
+    /// shutdown deadline, the first idle deadline, the next probe round, the first hold's
+    /// end). Made exact each time they run; a deadline set since only lowers it.
+    timers_due: Instant,
     forced: bool,
     pending: Option<Pending>,
 }
@@ -258,7 +260,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             probe_backoff: Duration::ZERO,
             probe_at: Instant::MAX,
             shutdown_deadline: None,
-            timers_run_at: Instant::MAX,
+            timers_due: Instant::MAX,
             forced: false,
             pending: None,
         }
@@ -378,7 +380,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     /// counted as not performed.
     #[inline]
     pub fn poll(&mut self, now: Instant) -> Action<'_> {
-        if now != self.timers_run_at {
+        if now >= self.timers_due {
             self.run_timers(now);
         }
         if self.is_idle() {
@@ -885,14 +887,12 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         self.schedule(idx);
     }
 
-    /// Runs the timers due at `now`, once per `now`. Drivers read the clock once per
-    /// wake-up, so most polls see the same `now`: the timers were run for it already, and
-    /// every deadline set since lies later (an idle deadline is `now` plus a timeout of at
-    /// least 1 µs, a probe round `now` plus its pause; `begin_shutdown` forgets
-    /// `timers_run_at`). Out of line: most polls do not come here.
+    /// Runs the timers due at `now`, then sets when they are next due. Most polls come
+    /// before that: progress only moves idle deadlines later, and a deadline set earlier
+    /// than the bound lowers it ([`due`](Self::due)). Out of line: most polls do not come
+    /// here.
     #[inline(never)]
     fn run_timers(&mut self, now: Instant) {
-        self.timers_run_at = now;
         if let Some(deadline) = self.shutdown_deadline {
             if now >= deadline && !self.forced {
                 self.forced = true;
@@ -928,6 +928,23 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
                 self.mark_closing(idx, CloseReason::TimedOut);
             }
         }
+        // Every deadline left lies after `now`: the bound is exact again.
+        let mut due = self.next_deadline().min(self.probe_at);
+        if let Some(deadline) = self.shutdown_deadline.filter(|_| !self.forced) {
+            due = due.min(deadline);
+        }
+        if self.waits_for_data() {
+            if let Some(end) = self.first_hold_end() {
+                due = due.min(end);
+            }
+        }
+        self.timers_due = due;
+    }
+
+    /// A deadline the timers keep was set at `at`: they are due by then.
+    #[inline]
+    fn due(&mut self, at: Instant) {
+        self.timers_due = self.timers_due.min(at);
     }
 
     /// Asks every connection on the probe list for another probe, and sets the next round.
@@ -965,6 +982,8 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             // Drivers read the clock once per wake-up: most operations find the deadline
             // already where it goes, and among equal deadlines order does not matter.
             if slot.deadline != deadline {
+                // Later than before, unless the clock went back: then due earlier.
+                self.timers_due = self.timers_due.min(deadline);
                 slot.deadline = deadline;
                 if self.timers.contains(self.slots, timer_links, idx) {
                     self.timers.move_to_back(self.slots, timer_links, idx);
@@ -1112,6 +1131,9 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         flight.waiting_since = now;
         self.holds
             .push_back(self.in_flight.entries(), hold_links, idx);
+        if let Some(hold) = self.config.read_wait {
+            self.due(now + hold);
+        }
     }
 
     /// A waiting read whose time is up, or whose connection stopped reading (a graceful
@@ -1326,6 +1348,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         };
         if self.config.idle_timeout.is_some() {
             self.timers.push_back(self.slots, timer_links, idx);
+            self.due(deadline);
         }
         self.stats.accepted += 1;
         self.stats.active += 1;
@@ -1648,6 +1671,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
                     if self.probes.front().is_none() {
                         self.probe_backoff = self.config.probe_backoff_min;
                         self.probe_at = now + self.probe_backoff;
+                        self.due(self.probe_at);
                     }
                     self.probes.push_back(self.slots, probe_links, idx);
                 }
@@ -1839,7 +1863,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     /// [`Action::Finished`]. A second call can only bring the deadline forward.
     pub fn begin_shutdown(&mut self, deadline: Instant) {
         self.shutdown_deadline = Some(self.shutdown_deadline.map_or(deadline, |d| d.min(deadline)));
-        self.timers_run_at = Instant::MAX;
+        self.due(Instant::ZERO);
         for idx in 0..self.fresh_slots {
             self.drain(idx);
         }

@@ -556,7 +556,7 @@ impl Io for Epoll {
         let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
         self.poll
             .registry()
-            .register(&mut stream.0, mio::Token(conn.index()), interest)
+            .register(&mut stream.0, token(conn), interest)
     }
 
     fn wait(&mut self, clock: &Clock, until: Option<Instant>) {
@@ -576,19 +576,20 @@ impl Io for Epoll {
             match event.token() {
                 LISTENER => driver.server_mut().on_listener_ready(),
                 SIGNALS => self.signalled += self.signals.take(),
-                mio::Token(index) => {
-                    // Events of a socket closed earlier in this batch may name a reused
-                    // slot: spurious readiness, which costs one would-block.
-                    if let Some(conn) = driver.server().conn_id(index) {
-                        let failed = event.is_error();
-                        let readable = event.is_readable() || failed;
-                        let writable = event.is_writable() || event.is_write_closed() || failed;
-                        // A quiet connection's request is answered here and now.
-                        let _ = driver.on_ready(now, conn, readable, writable);
-                        if event.is_read_closed() {
-                            // The end-of-stream must be read even after a short read.
-                            let _ = driver.server_mut().on_read_closed(conn);
-                        }
+                mio::Token(token) => {
+                    let Some(conn) = conn_of(token, driver.server()) else {
+                        continue;
+                    };
+                    let failed = event.is_error();
+                    let readable = event.is_readable() || failed;
+                    let writable = event.is_writable() || event.is_write_closed() || failed;
+                    // A quiet connection's request is answered here and now. A stale id
+                    // (an event of a socket closed earlier in this batch) is refused.
+                    if driver.on_ready(now, conn, readable, writable).is_ok()
+                        && event.is_read_closed()
+                    {
+                        // The end-of-stream must be read even after a short read.
+                        let _ = driver.server_mut().on_read_closed(conn);
                     }
                 }
             }
@@ -597,6 +598,23 @@ impl Io for Epoll {
 
     fn signals(&mut self) -> usize {
         std::mem::take(&mut self.signalled)
+    }
+}
+
+/// A connection's epoll token: its whole id ([`ConnId::to_bits`]) where a token holds
+/// 64 bits, so that an event of a socket closed earlier in a batch is stale to the server
+/// rather than readiness of the connection reusing its slot, and needs no lookup; else
+/// its index.
+fn token(conn: ConnId) -> mio::Token {
+    mio::Token(usize::try_from(conn.to_bits()).unwrap_or(conn.index()))
+}
+
+/// The connection a [`token`] names (`None`: the slot is free).
+fn conn_of<S: Service>(token: usize, server: &Server<'_, S>) -> Option<ConnId> {
+    if usize::BITS >= u64::BITS {
+        Some(ConnId::from_bits(token as u64))
+    } else {
+        server.conn_id(token)
     }
 }
 
