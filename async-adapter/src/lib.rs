@@ -309,12 +309,15 @@ where
     let mut budget = BUDGET;
     loop {
         if wakers.is_pending() {
-            let server = driver.server_mut();
+            // A waker does not say which way its connection became ready: both are
+            // reported. A quiet connection's request is answered here and now (the
+            // express lane); its read or write that would block registers its waker, as
+            // on any other path.
             wakers.drain(|ready| match ready {
-                Ready::Listener => server.on_listener_ready(),
+                Ready::Listener => driver.server_mut().on_listener_ready(),
                 Ready::Conn(index) => {
-                    if let Some(conn) = server.conn_id(index) {
-                        let _ = server.on_ready(conn, true, true);
+                    if let Some(conn) = driver.server().conn_id(index) {
+                        let _ = driver.on_ready_with(now, conn, true, true, cx);
                     }
                 }
             });
