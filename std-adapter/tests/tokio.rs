@@ -129,3 +129,54 @@ async fn many_idle_connections_and_a_busy_one_then_a_prompt_stop() {
         assert!(rest.is_empty(), "a FIN after the echo");
     }
 }
+
+/// The idle timeout counts from a connection's last progress: progress after the timer
+/// was set moves the deadline later, and the earlier wake-up it leaves finds nothing due.
+#[tokio::test(flavor = "current_thread")]
+async fn an_idle_connection_is_closed_a_timeout_after_its_last_message() {
+    let timeout = std::time::Duration::from_millis(300);
+    let mut options = Options::default();
+    options.idle_timeout = Some(timeout);
+    let (addr, stop_tx, server) = start(options).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut reply = [0u8; 1];
+    stream.write_all(b"a").await.unwrap();
+    stream.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply, b"A");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stream.write_all(b"b").await.unwrap();
+    stream.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply, b"B");
+    let (last, cpu) = (std::time::Instant::now(), thread_cpu());
+    // Then silence: the server closes it in order (a FIN: a timeout is not abortive),
+    // not at the deadline the first message set, but a timeout after the second.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut rest),
+    )
+    .await
+    .expect("closed within 5 s");
+    let (idle, cpu) = (last.elapsed(), thread_cpu() - cpu);
+    assert_eq!(read.unwrap(), 0, "nothing after the echo: {rest:?}");
+    // Waiting, not spinning: the first deadline's wake-up set the timer again.
+    assert!(
+        cpu < std::time::Duration::from_millis(60),
+        "{cpu:?} of CPU in {idle:?} of silence"
+    );
+    // At the first message's deadline it would be 100 ms; the margin is for a busy CI.
+    assert!(
+        idle >= timeout - std::time::Duration::from_millis(100),
+        "closed {idle:?} after the last message, before the timeout of {timeout:?}"
+    );
+    let stats = stop(stop_tx, server).await;
+    assert_eq!((stats.accepted, stats.timeouts), (1, 1));
+}
+
+/// CPU time this thread has used: a current-thread runtime runs the server's task on the
+/// test's thread.
+fn thread_cpu() -> std::time::Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    let ns = stat.split_whitespace().next().unwrap().parse().unwrap();
+    std::time::Duration::from_nanos(ns)
+}
