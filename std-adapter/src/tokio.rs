@@ -4,12 +4,14 @@
 //! would block, that waker is registered with the socket's readiness
 //! (`poll_read_ready`/`poll_write_ready`); when tokio wakes it, it records which
 //! connection became ready and wakes the task, which reports exactly that to the core
-//! ([`Server::on_ready`]). So a wake-up costs work for the connections that became ready
+//! ([`Driver::on_ready_with`]: a quiet connection's request is answered there and then,
+//! the express lane). So a wake-up costs work for the connections that became ready
 //! and nothing for the others, however many are idle: no scan of every connection, no
 //! task per connection. The core's `Wait` becomes a tokio sleep.
 //!
-//! Everything about *when* is the core's, as with the other drivers: this module only
-//! performs the actions and turns tokio's readiness into the core's.
+//! Everything about *when* is the core's, as with the other drivers: the core's
+//! [`Driver`] performs the actions through this module's listener and streams, and this
+//! module turns tokio's readiness into the core's.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -22,8 +24,8 @@ use crate::serve::{config, micros, Memory};
 use ::tokio::io::Interest;
 use ::tokio::net::{TcpListener, TcpStream};
 use nbecho_core::{
-    nb, Action, Admission, Duration, ErrorKind, Instant, Scheduling, Server, Service, Stats,
-    StorageError,
+    nb, CloseReason, ConnId, Driver, Duration, ErrorKind, Instant, Listener, Scheduling, Server,
+    Service, Stats, Step, StorageError, Stream,
 };
 
 /// What [`serve`] runs with: the [`Limits`](crate::serve::Limits) every driver takes.
@@ -82,12 +84,143 @@ fn edge(ready: &Arc<Ready>, index: usize, readable: bool) -> Waker {
     }))
 }
 
-/// One accepted connection and its two wakers.
+/// One accepted connection and its two wakers (made when it is admitted: they name its
+/// slot).
 #[derive(Debug)]
 struct Conn {
     stream: TcpStream,
     read: Waker,
     write: Waker,
+}
+
+impl Conn {
+    /// Registers the read waker with the socket's readiness. If tokio says the socket is
+    /// readable already (it became so since), the waker is woken at once, so the
+    /// readiness is reported like any other.
+    fn register_read(&self) {
+        if self
+            .stream
+            .poll_read_ready(&mut Context::from_waker(&self.read))
+            .is_ready()
+        {
+            self.read.wake_by_ref();
+        }
+    }
+
+    /// A write's failure: a would-block registers the write waker.
+    fn write_failed(&self, e: &io::Error) -> nb::Error<ErrorKind> {
+        if e.kind() == io::ErrorKind::WouldBlock {
+            self.register_write();
+        }
+        outcome(e)
+    }
+
+    /// [`register_read`](Self::register_read) for writes.
+    fn register_write(&self) {
+        if self
+            .stream
+            .poll_write_ready(&mut Context::from_waker(&self.write))
+            .is_ready()
+        {
+            self.write.wake_by_ref();
+        }
+    }
+}
+
+/// The core's streams are the connections; the context every call gets is where their
+/// wakers report.
+impl Stream<Arc<Ready>> for Conn {
+    fn admitted(&mut self, ready: &mut Arc<Ready>, conn: ConnId) {
+        self.read = edge(ready, conn.index(), true);
+        self.write = edge(ready, conn.index(), false);
+    }
+
+    fn read(&mut self, _: &mut Arc<Ready>, buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
+        match self.stream.try_read(buf) {
+            Ok(n) if n < buf.len() => {
+                // A short read drained the socket (the core stops reading): clear tokio's
+                // readiness as its own `poll_read` does (only if no event came since), and
+                // register for the next data or the end-of-stream.
+                let _ = self.stream.try_io(Interest::READABLE, || {
+                    Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                });
+                self.register_read();
+                Ok(n)
+            }
+            Ok(n) => Ok(n),
+            Err(e) => {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    self.register_read();
+                }
+                Err(outcome(&e))
+            }
+        }
+    }
+
+    fn write(&mut self, _: &mut Arc<Ready>, bytes: &[u8]) -> nb::Result<usize, ErrorKind> {
+        self.stream
+            .try_write(bytes)
+            .map_err(|e| self.write_failed(&e))
+    }
+
+    fn write_vectored(
+        &mut self,
+        _: &mut Arc<Ready>,
+        first: &[u8],
+        second: &[u8],
+    ) -> nb::Result<usize, ErrorKind> {
+        let parts = [io::IoSlice::new(first), io::IoSlice::new(second)];
+        self.stream
+            .try_write_vectored(&parts)
+            .map_err(|e| self.write_failed(&e))
+    }
+
+    fn shutdown_write(&mut self, _: &mut Arc<Ready>) -> Result<(), ErrorKind> {
+        socket2::SockRef::from(&self.stream)
+            .shutdown(std::net::Shutdown::Write)
+            .map_err(|e| e.kind().into())
+    }
+
+    fn unacked(&mut self, _: &mut Arc<Ready>) -> Result<usize, ErrorKind> {
+        crate::sys::unacked_bytes(&self.stream).map_err(|e| e.kind().into())
+    }
+
+    fn close(self, _: &mut Arc<Ready>, reason: CloseReason) {
+        if reason.is_abortive() {
+            // Best effort: if it fails, dropping still closes (with a FIN).
+            let _ = socket2::SockRef::from(&self.stream).set_linger(Some(StdDuration::ZERO));
+        }
+    }
+}
+
+/// tokio's listener as the core's: its waker reports [`LISTENER`].
+#[derive(Debug)]
+struct Listen {
+    listener: TcpListener,
+    waker: Waker,
+}
+
+impl Listener<Arc<Ready>> for Listen {
+    type Stream = Conn;
+
+    fn accept(&mut self, _: &mut Arc<Ready>) -> nb::Result<Conn, ErrorKind> {
+        match self
+            .listener
+            .poll_accept(&mut Context::from_waker(&self.waker))
+        {
+            Poll::Ready(Ok((stream, _))) => {
+                let _ = stream.set_nodelay(true);
+                // Its wakers are made when it is admitted (`Stream::admitted`).
+                Ok(Conn {
+                    stream,
+                    read: Waker::noop().clone(),
+                    write: Waker::noop().clone(),
+                })
+            }
+            Poll::Ready(Err(e)) => Err(outcome(&e)),
+            Poll::Pending => Err(nb::Error::WouldBlock),
+        }
+    }
 }
 
 fn outcome(e: &io::Error) -> nb::Error<ErrorKind> {
@@ -131,12 +264,17 @@ pub async fn serve_until<T: Service>(
     let mut memory = Memory::new(options);
     let storage = memory.storage(options)?;
     let config = config(options, Scheduling::Readiness, None);
-    let mut server = Server::new(config, storage, transform);
-    server.on_listener_ready();
-    let mut conns: Vec<Option<Conn>> = (0..options.max_conns).map(|_| None).collect();
+    let server = Server::new(config, storage, transform);
+    let mut ready = Arc::new(Ready::default());
+    let listener = Listen {
+        listener,
+        waker: edge(&ready, LISTENER, true),
+    };
+    let mut streams: Vec<Option<Conn>> = (0..options.max_conns).map(|_| None).collect();
+    let mut driver = Driver::new(server, listener, &mut streams)
+        .expect("the stream table is made with one entry per slot");
+    driver.server_mut().on_listener_ready();
 
-    let ready = Arc::new(Ready::default());
-    let listener_waker = edge(&ready, LISTENER, true);
     let origin = ::tokio::time::Instant::now();
     let clock = || Instant::from_micros(micros(origin.elapsed()));
     let grace = Duration::from_micros(micros(options.shutdown_timeout));
@@ -166,27 +304,28 @@ pub async fn serve_until<T: Service>(
         if asked > handled {
             handled = asked;
             // A later deadline never replaces an earlier one.
-            server.begin_shutdown(if asked >= 2 { now } else { now + grace });
+            driver
+                .server_mut()
+                .begin_shutdown(if asked >= 2 { now } else { now + grace });
         }
         let mut budget = BUDGET;
         let mut look = true;
         loop {
             if look {
                 // What tokio reported since the last look: only those connections are
-                // tried. Looked at on each wake-up and between two passes.
+                // tried, a quiet one's request answered at once (the express lane).
+                // Looked at on each wake-up and between two passes.
                 look = false;
                 std::mem::swap(
                     &mut events,
                     &mut *ready.events.lock().unwrap_or_else(PoisonError::into_inner),
                 );
                 for (index, readable) in events.drain(..) {
-                    match server.conn_id(index) {
-                        _ if index == LISTENER => server.on_listener_ready(),
-                        Some(conn) => {
-                            let _ = server.on_ready(conn, readable, !readable);
-                        }
-                        None => {} // closed since: nothing to report
-                    }
+                    if index == LISTENER {
+                        driver.server_mut().on_listener_ready();
+                    } else if let Some(conn) = driver.server().conn_id(index) {
+                        let _ = driver.on_ready_with(now, conn, readable, !readable, &mut ready);
+                    } // else closed since: nothing to report
                 }
             }
             budget = budget.saturating_sub(1);
@@ -194,101 +333,10 @@ pub async fn serve_until<T: Service>(
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            match server.poll(now) {
-                Action::Accept => {
-                    let mut lcx = Context::from_waker(&listener_waker);
-                    match listener.poll_accept(&mut lcx) {
-                        Poll::Ready(Ok((stream, _))) => {
-                            let _ = stream.set_nodelay(true);
-                            if let Ok(Admission::Admitted(conn)) = server.on_accepted(now) {
-                                let i = conn.index();
-                                conns[i] = Some(Conn {
-                                    stream,
-                                    read: edge(&ready, i, true),
-                                    write: edge(&ready, i, false),
-                                });
-                            } // refused at capacity: dropped, closed
-                        }
-                        Poll::Ready(Err(e)) => {
-                            let _ = server.on_accept_error(now, outcome(&e));
-                        }
-                        Poll::Pending => {
-                            let _ = server.on_accept_error(now, nb::Error::WouldBlock);
-                        }
-                    }
-                }
-                Action::Recv { conn, buf, .. } => {
-                    let wanted = buf.len();
-                    let result = match &conns[conn.index()] {
-                        Some(c) => {
-                            let register =
-                                || c.stream.poll_read_ready(&mut Context::from_waker(&c.read));
-                            match c.stream.try_read(buf) {
-                                Ok(n) if n < wanted => {
-                                    // A short read drained the socket (the core stops
-                                    // reading): clear tokio's readiness as its own
-                                    // `poll_read` does (only if no event came since), and
-                                    // register for the next data or the end-of-stream.
-                                    let _ = c.stream.try_io(Interest::READABLE, || {
-                                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                                    });
-                                    if register().is_ready() {
-                                        c.read.wake_by_ref();
-                                    }
-                                    Ok(n)
-                                }
-                                Ok(n) => Ok(n),
-                                Err(e) => Err(would_block(&e, register, &c.read)),
-                            }
-                        }
-                        None => Err(nb::Error::Other(ErrorKind::NotConnected)),
-                    };
-                    let _ = server.on_recv(now, conn, result);
-                }
-                Action::Send { conn, bytes, .. } => {
-                    let result = match &conns[conn.index()] {
-                        Some(c) => c.stream.try_write(bytes).map_err(|e| {
-                            would_block(
-                                &e,
-                                || {
-                                    c.stream
-                                        .poll_write_ready(&mut Context::from_waker(&c.write))
-                                },
-                                &c.write,
-                            )
-                        }),
-                        None => Err(nb::Error::Other(ErrorKind::NotConnected)),
-                    };
-                    let _ = server.on_send(now, conn, result);
-                }
-                Action::Shutdown { conn } => {
-                    if let Some(c) = &conns[conn.index()] {
-                        let _ =
-                            socket2::SockRef::from(&c.stream).shutdown(std::net::Shutdown::Write);
-                    }
-                }
-                Action::Probe { conn } => {
-                    let unacked = match &conns[conn.index()] {
-                        Some(c) => {
-                            crate::sys::unacked_bytes(&c.stream).map_err(|e| e.kind().into())
-                        }
-                        None => Err(ErrorKind::NotConnected),
-                    };
-                    let _ = server.on_probe(now, conn, unacked);
-                }
-                // Only in completion scheduling; this driver reads and writes at once.
-                Action::Cancel { .. } | Action::CancelRecv { .. } => {}
-                Action::Close { conn, reason } => {
-                    if let Some(c) = conns[conn.index()].take() {
-                        if reason.is_abortive() {
-                            let _ = socket2::SockRef::from(&c.stream)
-                                .set_linger(Some(StdDuration::ZERO));
-                        }
-                    }
-                }
+            match driver.step_with(now, &mut ready) {
                 // The end of a busy pass: look at what tokio reported, and go on.
-                Action::Wait { until: Some(until) } if until <= now => look = true,
-                Action::Wait { until } => {
+                Step::Wait(Some(until)) if until <= now => look = true,
+                Step::Wait(until) => {
                     let Some(until) = until else {
                         return Poll::Pending; // every would-block registered its waker
                     };
@@ -309,24 +357,13 @@ pub async fn serve_until<T: Service>(
                     }
                     look = true;
                 }
-                Action::Finished => return Poll::Ready(*server.stats()),
+                Step::Finished => return Poll::Ready(*driver.server().stats()),
+                // Accepted (its wakers were made), refused (closed), and every operation
+                // done and reported by the driver.
+                _ => {}
             }
         }
     })
     .await;
     Ok(stats)
-}
-
-/// A would-block: registers `waker` with the socket's readiness. If tokio says the socket
-/// is ready already (it became so since), that waker is woken at once, so the readiness
-/// is reported like any other.
-fn would_block(
-    e: &io::Error,
-    register: impl FnOnce() -> Poll<io::Result<()>>,
-    waker: &Waker,
-) -> nb::Error<ErrorKind> {
-    if e.kind() == io::ErrorKind::WouldBlock && register().is_ready() {
-        waker.wake_by_ref();
-    }
-    outcome(e)
 }
