@@ -514,6 +514,8 @@ impl Io for Polling {
     }
 }
 
+// No connection's token: a slot index is at most `u32::MAX - 2` (a server holds at most
+// `u32::MAX - 1` slots), and these two end in `u32::MAX` and `u32::MAX - 1`.
 const LISTENER: mio::Token = mio::Token(usize::MAX);
 const SIGNALS: mio::Token = mio::Token(usize::MAX - 1);
 
