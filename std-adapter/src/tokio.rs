@@ -107,14 +107,6 @@ impl Conn {
         }
     }
 
-    /// A write's failure: a would-block registers the write waker.
-    fn write_failed(&self, e: &io::Error) -> nb::Error<ErrorKind> {
-        if e.kind() == io::ErrorKind::WouldBlock {
-            self.register_write();
-        }
-        outcome(e)
-    }
-
     /// [`register_read`](Self::register_read) for writes.
     fn register_write(&self) {
         if self
@@ -124,6 +116,14 @@ impl Conn {
         {
             self.write.wake_by_ref();
         }
+    }
+
+    /// A write's failure: a would-block registers the write waker.
+    fn write_failed(&self, e: &io::Error) -> nb::Error<ErrorKind> {
+        if e.kind() == io::ErrorKind::WouldBlock {
+            self.register_write();
+        }
+        outcome(e)
     }
 }
 
