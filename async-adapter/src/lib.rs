@@ -307,6 +307,13 @@ where
     wakers.mark(Ready::Listener);
     let mut now = clock.now();
     let mut budget = BUDGET;
+    // The timer, kept from one wait to the next: made again only when the core's deadline
+    // comes earlier than the one it is set to, or it has fired. A later deadline (an
+    // idle deadline that moved with progress, at every message) lets the earlier one
+    // fire, at the cost of one wake-up that finds nothing due, where a timer per wait
+    // cost the runtime a timer registration per message.
+    let mut sleep = pin!(None);
+    let mut armed = Instant::ZERO;
     loop {
         if wakers.is_pending() {
             // A waker does not say which way its connection became ready: both are
@@ -348,12 +355,22 @@ where
             // A pass ended with work left: let the executor run, then look for wakes.
             embassy_futures::yield_now().await;
         } else {
-            let timer = async {
-                match until {
-                    Some(until) => clock.sleep_until(until).await,
-                    None => core::future::pending().await,
+            if let Some(until) = until {
+                if sleep.is_none() || until < armed {
+                    sleep.set(Some(clock.sleep_until(until)));
+                    armed = until;
                 }
-            };
+            }
+            let timer = poll_fn(|task| {
+                let Some(timer) = sleep.as_mut().as_pin_mut().filter(|_| until.is_some()) else {
+                    return Poll::Pending;
+                };
+                let fired = timer.poll(task);
+                if fired.is_ready() {
+                    sleep.set(None);
+                }
+                fired
+            });
             if stopping {
                 select(wakers.woken(), timer).await;
             } else if let Either3::Third(()) = select3(wakers.woken(), timer, stop.as_mut()).await {

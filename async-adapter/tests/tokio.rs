@@ -36,10 +36,25 @@ where
     L: AsyncListener,
     F: core::future::Future<Output = R>,
 {
+    with_server_configured(config(), wakers, conns, listener, client).await
+}
+
+/// [`with_server`] with its own configuration.
+async fn with_server_configured<L, F, R>(
+    config: Config,
+    wakers: &'static Wakers<256>,
+    conns: usize,
+    listener: L,
+    client: F,
+) -> (Result<Stats, TooFewWakers>, R)
+where
+    L: AsyncListener,
+    F: core::future::Future<Output = R>,
+{
     let mut slots = vec![Slot::EMPTY; conns];
     let mut arena = vec![0u8; conns * 512];
     let storage = Storage::new(&mut slots, &mut arena, 512).unwrap();
-    let server = Server::new(config(), storage, Uppercase);
+    let server = Server::new(config, storage, Uppercase);
     let mut streams: Vec<Option<Conn<L::Stream>>> = (0..conns).map(|_| None).collect();
     let mut driver = Driver::new(server, Listen(listener), &mut streams).unwrap();
     let mut io = ();
@@ -299,4 +314,48 @@ async fn a_wake_up_touches_only_the_connection_that_woke() {
     stats.unwrap();
     assert!(reads <= 3 * 200, "{reads} reads for 200 round trips");
     assert!(reads >= 200, "{reads} reads for 200 round trips");
+}
+
+/// The idle timeout counts from a connection's last progress: progress after the timer
+/// was set moves the deadline later, and the earlier wake-up it leaves finds nothing due
+/// and sets the timer again (no spinning until the later deadline).
+#[tokio::test(flavor = "current_thread")]
+async fn an_idle_connection_is_closed_a_timeout_after_its_last_message() {
+    static WAKERS: Wakers<256> = Wakers::new();
+    let idle_timeout = StdDuration::from_millis(300);
+    let mut config = config();
+    config.idle_timeout = Some(Duration::from_millis(300));
+    let (listener, addr) = bind().await;
+    let client = async {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        echo(&mut conn, b"a").await;
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+        echo(&mut conn, b"b").await;
+        let (last, cpu) = (std::time::Instant::now(), thread_cpu());
+        // Then silence: closed in order (a timeout is not abortive), a timeout after the
+        // second message, not at the deadline the first one set (100 ms after it).
+        let mut rest = Vec::new();
+        let read = conn.read_to_end(&mut rest).await.unwrap();
+        (read, last.elapsed(), thread_cpu() - cpu)
+    };
+    let (stats, (read, idle, cpu)) =
+        with_server_configured(config, &WAKERS, 4, Listener(listener), client).await;
+    assert_eq!(read, 0, "nothing after the echo");
+    assert!(
+        idle >= idle_timeout - StdDuration::from_millis(100),
+        "closed {idle:?} after the last message, before the timeout of {idle_timeout:?}"
+    );
+    // Waiting, not spinning: the server runs on this thread too.
+    assert!(
+        cpu < StdDuration::from_millis(60),
+        "{cpu:?} of CPU in {idle:?} of silence"
+    );
+    let stats = stats.unwrap();
+    assert_eq!((stats.accepted, stats.timeouts), (1, 1));
+}
+
+/// CPU time this thread has used: a current-thread runtime runs the server on it too.
+fn thread_cpu() -> StdDuration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    StdDuration::from_nanos(stat.split_whitespace().next().unwrap().parse().unwrap())
 }
