@@ -437,14 +437,14 @@ fn soak_seed() -> u64 {
         })
 }
 
-both_drivers! {
+all_drivers! {
     fn soak_short(driver) {
     soak(driver, Duration::from_secs(3), soak_seed());
 }
 }
 
 // `cargo test --release -p nbecho-std --test reliability soak_long -- --ignored --nocapture`
-both_drivers! {
+all_drivers! {
     #[ignore = "a minute of load; run on demand"]
     fn soak_long(driver) {
     soak(driver, Duration::from_secs(60), soak_seed());
