@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # User-space instructions per echoed message, counted by valgrind's callgrind (stable to
 # about 1% where times on a shared VM swing by 15% or more), for nbecho's drivers (SERVERS
-# may also name uring) and the
-# hand-written mio peer, on the same workload in the same run.
+# may also name uring, ntokio for `--driver tokio`, and async for nbecho-async's tokio
+# example) and the hand-written mio peer (and the tokio peer, tokio), on the same workload
+# in the same run.
 #
 #   benches/callgrind.sh                  # 1 conn x 64 B and 16 conns x 1 KiB, 5 s each
 #   DURATION=10 SCENARIOS="1 64" benches/callgrind.sh
@@ -20,6 +21,9 @@ command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq
 PORT=9400
 source benches/common.sh
 cargo build --release -q -p nbecho-core --example hotpath
+if [[ " $SERVERS " == *" async "* ]]; then
+    cargo build --release -q -p nbecho-async --example async_tokio_echo
+fi
 
 # Runs server $1 under callgrind while "$2..." drives it; prints its instruction count.
 measure() {
@@ -30,8 +34,13 @@ measure() {
         poll|epoll|uring) valgrind --tool=callgrind --callgrind-out-file="$file" \
                         "$BIN/nbecho" serve -q --listen "$addr" --driver "$server" \
                         --idle-timeout 0 --shutdown-timeout 1 >/dev/null 2>&1 & ;;
-        mio) valgrind --tool=callgrind --callgrind-out-file="$file" \
-                        "$BIN/mio-echo" "$addr" >/dev/null 2>&1 & ;;
+        ntokio) valgrind --tool=callgrind --callgrind-out-file="$file" \
+                        "$BIN/nbecho" serve -q --listen "$addr" --driver tokio \
+                        --idle-timeout 0 --shutdown-timeout 1 >/dev/null 2>&1 & ;;
+        mio|tokio) valgrind --tool=callgrind --callgrind-out-file="$file" \
+                        "$BIN/$server-echo" "$addr" >/dev/null 2>&1 & ;;
+        async) valgrind --tool=callgrind --callgrind-out-file="$file" \
+                        "$BIN/examples/async_tokio_echo" "$addr" >/dev/null 2>&1 & ;;
     esac
     local pid=$!
     for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done
