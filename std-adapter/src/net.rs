@@ -8,7 +8,7 @@ use nbecho_core::{nb, CloseReason, ErrorKind, Listener, Stream};
 use socket2::{Domain, Protocol, Socket as RawSocket, Type};
 
 /// `io::Error` → the core's outcome: would-block is "not now", anything else a failure.
-fn outcome(error: &io::Error) -> nb::Error<ErrorKind> {
+pub(crate) fn outcome(error: &io::Error) -> nb::Error<ErrorKind> {
     match error.kind() {
         io::ErrorKind::WouldBlock => nb::Error::WouldBlock,
         kind => nb::Error::Other(kind.into()),

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration as StdDuration;
 
+use crate::net::outcome;
 use crate::serve::{config, micros, Memory};
 use ::tokio::io::Interest;
 use ::tokio::net::{TcpListener, TcpStream};
@@ -94,34 +95,24 @@ struct Conn {
 }
 
 impl Conn {
-    /// Registers the read waker with the socket's readiness. If tokio says the socket is
-    /// readable already (it became so since), the waker is woken at once, so the
-    /// readiness is reported like any other.
-    fn register_read(&self) {
-        if self
-            .stream
-            .poll_read_ready(&mut Context::from_waker(&self.read))
-            .is_ready()
-        {
-            self.read.wake_by_ref();
-        }
-    }
-
-    /// [`register_read`](Self::register_read) for writes.
-    fn register_write(&self) {
-        if self
-            .stream
-            .poll_write_ready(&mut Context::from_waker(&self.write))
-            .is_ready()
-        {
-            self.write.wake_by_ref();
+    /// Registers `waker` with the socket's readiness through `poll` (tokio's
+    /// `poll_read_ready` or `poll_write_ready`). If tokio says the socket is ready already
+    /// (it became so since), the waker is woken at once, so the readiness is reported
+    /// like any other.
+    fn register(
+        &self,
+        waker: &Waker,
+        poll: fn(&TcpStream, &mut Context<'_>) -> Poll<io::Result<()>>,
+    ) {
+        if poll(&self.stream, &mut Context::from_waker(waker)).is_ready() {
+            waker.wake_by_ref();
         }
     }
 
     /// A write's failure: a would-block registers the write waker.
     fn write_failed(&self, e: &io::Error) -> nb::Error<ErrorKind> {
         if e.kind() == io::ErrorKind::WouldBlock {
-            self.register_write();
+            self.register(&self.write, TcpStream::poll_write_ready);
         }
         outcome(e)
     }
@@ -144,13 +135,13 @@ impl Stream<Arc<Ready>> for Conn {
                 let _ = self.stream.try_io(Interest::READABLE, || {
                     Err::<(), _>(io::ErrorKind::WouldBlock.into())
                 });
-                self.register_read();
+                self.register(&self.read, TcpStream::poll_read_ready);
                 Ok(n)
             }
             Ok(n) => Ok(n),
             Err(e) => {
                 if e.kind() == io::ErrorKind::WouldBlock {
-                    self.register_read();
+                    self.register(&self.read, TcpStream::poll_read_ready);
                 }
                 Err(outcome(&e))
             }
@@ -220,13 +211,6 @@ impl Listener<Arc<Ready>> for Listen {
             Poll::Ready(Err(e)) => Err(outcome(&e)),
             Poll::Pending => Err(nb::Error::WouldBlock),
         }
-    }
-}
-
-fn outcome(e: &io::Error) -> nb::Error<ErrorKind> {
-    match e.kind() {
-        io::ErrorKind::WouldBlock => nb::Error::WouldBlock,
-        kind => nb::Error::Other(kind.into()),
     }
 }
 
