@@ -36,14 +36,20 @@ pub type Options = crate::serve::Limits;
 /// budget of 128 I/O operations): a busy server does not starve the other tasks.
 const BUDGET: u32 = 512;
 
-/// The index the listener's waker reports.
-const LISTENER: usize = usize::MAX;
+/// Whose readiness a waker reports: the listener's, or a connection's, by its whole id
+/// (so that a wake of a connection closed since is stale to the server rather than
+/// readiness of the one reusing its slot, and needs no lookup).
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    Listener,
+    Conn(ConnId),
+}
 
-/// Readiness reported by the wakers since the task last looked: (connection index or
-/// [`LISTENER`], readable), and the task's own waker.
+/// Readiness reported by the wakers since the task last looked: (source, readable), and
+/// the task's own waker.
 #[derive(Debug, Default)]
 struct Ready {
-    events: Mutex<Vec<(usize, bool)>>,
+    events: Mutex<Vec<(Source, bool)>>,
     task: Mutex<Option<Waker>>,
 }
 
@@ -51,7 +57,7 @@ struct Ready {
 #[derive(Debug)]
 struct Edge {
     ready: Arc<Ready>,
-    index: usize,
+    source: Source,
     readable: bool,
 }
 
@@ -65,7 +71,7 @@ impl Wake for Edge {
             .events
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((self.index, self.readable));
+            .push((self.source, self.readable));
         if let Some(task) = &*self
             .ready
             .task
@@ -77,10 +83,10 @@ impl Wake for Edge {
     }
 }
 
-fn edge(ready: &Arc<Ready>, index: usize, readable: bool) -> Waker {
+fn edge(ready: &Arc<Ready>, source: Source, readable: bool) -> Waker {
     Waker::from(Arc::new(Edge {
         ready: Arc::clone(ready),
-        index,
+        source,
         readable,
     }))
 }
@@ -122,8 +128,8 @@ impl Conn {
 /// wakers report.
 impl Stream<Arc<Ready>> for Conn {
     fn admitted(&mut self, ready: &mut Arc<Ready>, conn: ConnId) {
-        self.read = edge(ready, conn.index(), true);
-        self.write = edge(ready, conn.index(), false);
+        self.read = edge(ready, Source::Conn(conn), true);
+        self.write = edge(ready, Source::Conn(conn), false);
     }
 
     fn read(&mut self, _: &mut Arc<Ready>, buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
@@ -184,7 +190,7 @@ impl Stream<Arc<Ready>> for Conn {
     }
 }
 
-/// tokio's listener as the core's: its waker reports [`LISTENER`].
+/// tokio's listener as the core's: its waker reports [`Source::Listener`].
 #[derive(Debug)]
 struct Listen {
     listener: TcpListener,
@@ -252,7 +258,7 @@ pub async fn serve_until<T: Service>(
     let mut ready = Arc::new(Ready::default());
     let listener = Listen {
         listener,
-        waker: edge(&ready, LISTENER, true),
+        waker: edge(&ready, Source::Listener, true),
     };
     let mut streams: Vec<Option<Conn>> = (0..options.max_conns).map(|_| None).collect();
     let mut driver = Driver::new(server, listener, &mut streams)
@@ -272,7 +278,7 @@ pub async fn serve_until<T: Service>(
     let mut armed = Instant::ZERO;
     // Swapped with the wakers' list at each look, so that both keep their capacity: no
     // allocation per wake-up once they have grown.
-    let mut events: Vec<(usize, bool)> = Vec::new();
+    let mut events: Vec<(Source, bool)> = Vec::new();
 
     let stats = poll_fn(|cx| {
         {
@@ -304,12 +310,15 @@ pub async fn serve_until<T: Service>(
                     &mut events,
                     &mut *ready.events.lock().unwrap_or_else(PoisonError::into_inner),
                 );
-                for (index, readable) in events.drain(..) {
-                    if index == LISTENER {
-                        driver.server_mut().on_listener_ready();
-                    } else if let Some(conn) = driver.server().conn_id(index) {
-                        let _ = driver.on_ready_with(now, conn, readable, !readable, &mut ready);
-                    } // else closed since: nothing to report
+                for (source, readable) in events.drain(..) {
+                    match source {
+                        Source::Listener => driver.server_mut().on_listener_ready(),
+                        // A connection closed since is stale: nothing is done.
+                        Source::Conn(conn) => {
+                            let _ =
+                                driver.on_ready_with(now, conn, readable, !readable, &mut ready);
+                        }
+                    }
                 }
             }
             budget = budget.saturating_sub(1);
