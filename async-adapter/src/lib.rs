@@ -87,7 +87,7 @@ use core::task::{Context, Poll, Waker};
 use embassy_futures::select::{select, select3, Either3};
 use embedded_io_async::{ErrorKind, Read, Write};
 use nbecho_core::{
-    CloseReason, ConnId, Driver, Duration, Instant, Listener, Service, Stats, Step, Stream,
+    Alarm, CloseReason, ConnId, Driver, Duration, Instant, Listener, Service, Stats, Step, Stream,
 };
 
 pub use wakers::{Ready, Wakers};
@@ -307,13 +307,10 @@ where
     wakers.mark(Ready::Listener);
     let mut now = clock.now();
     let mut budget = BUDGET;
-    // The timer, kept from one wait to the next: made again only when the core's deadline
-    // comes earlier than the one it is set to, or it has fired. A later deadline (an
-    // idle deadline that moved with progress, at every message) lets the earlier one
-    // fire, at the cost of one wake-up that finds nothing due, where a timer per wait
-    // cost the runtime a timer registration per message.
+    // The timer, kept from one wait to the next ([`Alarm`] says when it is made again),
+    // and dropped once it fires: a future is not polled after it finished.
     let mut sleep = pin!(None);
-    let mut armed = Instant::ZERO;
+    let mut alarm = Alarm::new();
     loop {
         if wakers.is_pending() {
             // A waker does not say which way its connection became ready: both are
@@ -356,9 +353,8 @@ where
             embassy_futures::yield_now().await;
         } else {
             if let Some(until) = until {
-                if sleep.is_none() || until < armed {
+                if alarm.set(until, now) {
                     sleep.set(Some(clock.sleep_until(until)));
-                    armed = until;
                 }
             }
             let timer = poll_fn(|task| {
@@ -368,6 +364,7 @@ where
                 let fired = timer.poll(task);
                 if fired.is_ready() {
                     sleep.set(None);
+                    alarm.rang();
                 }
                 fired
             });

@@ -182,5 +182,5 @@ pub use nb;
 pub use server::{Server, Storage};
 pub use service::{Full, LineState, NumberedLines, Reply, Service};
 pub use stats::Stats;
-pub use time::{Duration, Instant};
+pub use time::{Alarm, Duration, Instant};
 pub use transform::{Identity, Mode, Transform, Uppercase};

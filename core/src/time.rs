@@ -142,9 +142,74 @@ impl fmt::Display for Instant {
     }
 }
 
+/// When a driver sets its runtime's timer again for the core's
+/// [`Wait`](crate::Action::Wait): only when the core's deadline comes earlier than the one
+/// the timer is set to, or none is set (never set, or it rang). The core's deadline moves
+/// later with every message (an idle deadline is the last progress plus the timeout);
+/// setting a runtime's timer at each wait costs a timer update per message (on tokio,
+/// about 500 instructions), where keeping the earlier one costs one wake-up per timeout
+/// that finds nothing due, after which the timer is set for the later deadline.
+///
+/// ```
+/// use nbecho_core::{Alarm, Duration, Instant};
+///
+/// let mut alarm = Alarm::new();
+/// let t = Instant::from_secs(1);
+/// assert!(alarm.set(t + Duration::from_secs(300), t)); // none set: set it
+/// assert!(!alarm.set(t + Duration::from_secs(301), t)); // later: keep the earlier one
+/// assert!(alarm.set(t + Duration::from_secs(10), t)); // earlier: set it again
+/// alarm.rang(); // the timer went off (or was dropped)
+/// assert!(alarm.set(t + Duration::from_secs(301), t + Duration::from_secs(10)));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Alarm {
+    /// The deadline the runtime's timer is set to; `None` when none is.
+    at: Option<Instant>,
+}
+
+impl Alarm {
+    /// No timer set.
+    pub const fn new() -> Self {
+        Self { at: None }
+    }
+
+    /// The core asks to be polled again by `until` (it is `now`): whether to set the
+    /// runtime's timer for `until`. True when none is set, when the one set is later than
+    /// `until`, or when its time has passed (a driver that does not hear it ring); then
+    /// `until` is taken as set.
+    pub fn set(&mut self, until: Instant, now: Instant) -> bool {
+        let again = self.at.is_none_or(|at| until < at || at <= now);
+        if again {
+            self.at = Some(until);
+        }
+        again
+    }
+
+    /// The runtime's timer rang, or the driver dropped it: none is set.
+    pub fn rang(&mut self) {
+        self.at = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_alarm_is_set_again_only_earlier_or_after_it_is_due() {
+        let mut alarm = Alarm::new();
+        let now = Instant::from_secs(10);
+        let at = |s| Instant::from_secs(s);
+        assert!(alarm.set(at(20), now), "none set");
+        assert!(!alarm.set(at(20), now), "the same");
+        assert!(!alarm.set(at(25), now), "later");
+        assert!(alarm.set(at(15), now), "earlier");
+        assert!(!alarm.set(at(25), at(14)), "later, before it is due");
+        assert!(alarm.set(at(25), at(15)), "its time has come");
+        alarm.rang();
+        assert!(alarm.set(at(30), at(16)), "it rang: none set");
+        assert!(!alarm.set(at(31), at(16)));
+    }
 
     #[test]
     fn arithmetic_saturates() {

@@ -25,8 +25,8 @@ use crate::serve::{config, micros, Memory};
 use ::tokio::io::Interest;
 use ::tokio::net::{TcpListener, TcpStream};
 use nbecho_core::{
-    nb, CloseReason, ConnId, Driver, Duration, ErrorKind, Instant, Listener, Scheduling, Server,
-    Service, Stats, Step, StorageError, Stream,
+    nb, Alarm, CloseReason, ConnId, Driver, Duration, ErrorKind, Instant, Listener, Scheduling,
+    Server, Service, Stats, Step, StorageError, Stream,
 };
 
 /// What [`serve`] runs with: the [`Limits`](crate::serve::Limits) every driver takes.
@@ -270,12 +270,8 @@ pub async fn serve_until<T: Service>(
     let grace = Duration::from_micros(micros(options.shutdown_timeout));
     let mut handled = 0;
     let mut sleep = pin!(::tokio::time::sleep_until(origin));
-    // The deadline `sleep` is set to. It is set again only when the core's comes earlier,
-    // or when it has passed: a later one (an idle deadline that moved with progress, at
-    // every message) lets the earlier one fire, at the cost of one wake-up that finds
-    // nothing due, where setting it each time cost a timer update per wake-up (about 500
-    // instructions per message, callgrind).
-    let mut armed = Instant::ZERO;
+    // When `sleep` is set again: only for an earlier deadline, or once it is due.
+    let mut alarm = Alarm::new();
     // Swapped with the wakers' list at each look, so that both keep their capacity: no
     // allocation per wake-up once they have grown.
     let mut events: Vec<(Source, bool)> = Vec::new();
@@ -333,8 +329,7 @@ pub async fn serve_until<T: Service>(
                     let Some(until) = until else {
                         return Poll::Pending; // every would-block registered its waker
                     };
-                    if until < armed || armed <= now {
-                        armed = until;
+                    if alarm.set(until, now) {
                         sleep
                             .as_mut()
                             .reset(origin + StdDuration::from_micros(until.total_micros()));
