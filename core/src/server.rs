@@ -978,13 +978,12 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     fn progressed(&mut self, idx: u32, now: Instant) {
         if let Some(timeout) = self.config.idle_timeout {
             let deadline = now + timeout;
-            let slot = &mut self.slots[idx as usize];
             // Drivers read the clock once per wake-up: most operations find the deadline
             // already where it goes, and among equal deadlines order does not matter.
-            if slot.deadline != deadline {
+            if self.slots[idx as usize].deadline != deadline {
                 // Later than before, unless the clock went back: then due earlier.
-                self.timers_due = self.timers_due.min(deadline);
-                slot.deadline = deadline;
+                self.due(deadline);
+                self.slots[idx as usize].deadline = deadline;
                 if self.timers.contains(self.slots, timer_links, idx) {
                     self.timers.move_to_back(self.slots, timer_links, idx);
                 }
