@@ -152,17 +152,24 @@ impl<'a> Pool<'a> {
     }
 
     /// Takes a block back.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn release(&mut self, block: u32) {
         debug_assert!(block < self.blocks);
         // The spare before goes to the list: blocks are lent again most recent first.
         let older = core::mem::replace(&mut self.spare, block);
         if older != NIL {
-            let link = self.range(older, 0, 4);
-            self.arena[link].copy_from_slice(&self.free.to_le_bytes());
-            self.free = older;
+            self.push_free(older);
         }
         self.in_use -= 1;
+    }
+
+    /// Puts `block` at the head of the free list (out of line: a request and its answer
+    /// take and give back the spare alone).
+    #[inline(never)]
+    fn push_free(&mut self, block: u32) {
+        let link = self.range(block, 0, 4);
+        self.arena[link].copy_from_slice(&self.free.to_le_bytes());
+        self.free = block;
     }
 
     /// The arena range of `len` bytes at `offset` inside `block`.

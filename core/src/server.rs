@@ -975,19 +975,26 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
 
     /// Progress on `idx` at `now`: its idle deadline moves to `now` plus the timeout, and
     /// it goes to the end of the timer list.
+    #[inline(always)]
     fn progressed(&mut self, idx: u32, now: Instant) {
         if let Some(timeout) = self.config.idle_timeout {
             let deadline = now + timeout;
             // Drivers read the clock once per wake-up: most operations find the deadline
             // already where it goes, and among equal deadlines order does not matter.
             if self.slots[idx as usize].deadline != deadline {
-                // Later than before, unless the clock went back: then due earlier.
-                self.due(deadline);
-                self.slots[idx as usize].deadline = deadline;
-                if self.timers.contains(self.slots, timer_links, idx) {
-                    self.timers.move_to_back(self.slots, timer_links, idx);
-                }
+                self.postpone(idx, deadline);
             }
+        }
+    }
+
+    /// `idx`'s idle deadline moves to `deadline`, and it goes to the end of the timer list.
+    #[inline(never)]
+    fn postpone(&mut self, idx: u32, deadline: Instant) {
+        // Later than before, unless the clock went back: then due earlier.
+        self.due(deadline);
+        self.slots[idx as usize].deadline = deadline;
+        if self.timers.contains(self.slots, timer_links, idx) {
+            self.timers.move_to_back(self.slots, timer_links, idx);
         }
     }
 
