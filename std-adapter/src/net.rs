@@ -165,10 +165,12 @@ impl<S: Socket> NetStream<S> {
 }
 
 impl<S: Socket> Stream for NetStream<S> {
+    #[inline(always)]
     fn read(&mut self, _: &mut (), buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
         self.0.read(buf).map_err(|e| outcome(&e))
     }
 
+    #[inline(always)]
     fn write(&mut self, _: &mut (), bytes: &[u8]) -> nb::Result<usize, ErrorKind> {
         self.0.write(bytes).map_err(|e| outcome(&e))
     }

@@ -547,6 +547,19 @@ impl Epoll {
     }
 }
 
+impl Epoll {
+    /// `epoll_wait` failed: no events (`dispatch` finds the list empty), and a nap unless a
+    /// signal interrupted it, so that a lasting failure does not spin.
+    #[cold]
+    fn wait_failed(&mut self, e: io::Error) {
+        self.events.clear();
+        if e.kind() != io::ErrorKind::Interrupted {
+            warn!(error = %e, "epoll_wait failed");
+            std::thread::sleep(MAX_NAP);
+        }
+    }
+}
+
 impl Io for Epoll {
     type Raw = mio::net::TcpListener;
     const SCHEDULING: Scheduling = Scheduling::Readiness;
@@ -561,15 +574,11 @@ impl Io for Epoll {
             .register(&mut stream.0, token(conn), interest)
     }
 
+    #[inline(always)]
     fn wait(&mut self, clock: &Clock, until: Option<Instant>) {
         let timeout = until.map(|t| StdDuration::from_micros((t - clock.now()).total_micros()));
         if let Err(e) = self.poll.poll(&mut self.events, timeout) {
-            // No events: `dispatch` finds the list empty.
-            self.events.clear();
-            if e.kind() != io::ErrorKind::Interrupted {
-                warn!(error = %e, "epoll_wait failed");
-                std::thread::sleep(MAX_NAP);
-            }
+            self.wait_failed(e);
         }
     }
 
