@@ -164,6 +164,9 @@ impl<S: Socket> NetStream<S> {
     }
 }
 
+// `read` and `write` are forced inline: once per request each, and as calls (which the
+// link-time optimiser chose for `write` even when hinted) their frames and argument moves
+// were paid on every request (BENCHMARKS.md).
 impl<S: Socket> Stream for NetStream<S> {
     #[inline(always)]
     fn read(&mut self, _: &mut (), buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {

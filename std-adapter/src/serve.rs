@@ -545,9 +545,7 @@ impl Epoll {
             signalled: 0,
         })
     }
-}
 
-impl Epoll {
     /// `epoll_wait` failed: no events (`dispatch` finds the list empty), and a nap unless a
     /// signal interrupted it, so that a lasting failure does not spin.
     #[cold]
@@ -574,6 +572,8 @@ impl Io for Epoll {
             .register(&mut stream.0, token(conn), interest)
     }
 
+    // Inline, with its failure out of line: called once per wake-up, and as a call the
+    // link-time optimiser left it, its frame (sized for the log line) was paid every time.
     #[inline(always)]
     fn wait(&mut self, clock: &Clock, until: Option<Instant>) {
         let timeout = until.map(|t| StdDuration::from_micros((t - clock.now()).total_micros()));
