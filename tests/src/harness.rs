@@ -747,6 +747,27 @@ fn deliver_readiness(
 }
 
 /// Updates the model with one step and checks what the step itself must respect.
+/// A read or write of `conn` (`client`'s) at `now` comes before its idle deadline: one
+/// whose deadline has passed is closed first, whether its readiness comes before the
+/// timers run (the express lane) or after (a pass), so that new data never revives it.
+fn not_expired(
+    model: &Model,
+    conn: ConnId,
+    client: usize,
+    now: Instant,
+    idle_timeout: Option<Duration>,
+) -> Result<(), String> {
+    match idle_timeout {
+        Some(t) if now >= model.last_progress[client] + t => Err(format!(
+            "{conn} read or written at {now}, idle since {}: past its idle deadline {}, it is \
+             closed first",
+            model.last_progress[client],
+            model.last_progress[client] + t
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn observe(
     s: &Schedule,
     model: &mut Model,
@@ -842,6 +863,7 @@ fn observe(
         }
         Step::Recv { conn, outcome } => {
             let client = model.live(conn)?;
+            not_expired(model, conn, client, now, idle_timeout)?;
             model.ready_since[client] = None;
             if model.shutdown_deadline.is_some() && !model.shut_down[client] {
                 return Err(format!(
@@ -867,6 +889,7 @@ fn observe(
         }
         Step::Send { conn, outcome } => {
             let client = model.live(conn)?;
+            not_expired(model, conn, client, now, idle_timeout)?;
             model.ready_since[client] = None;
             match outcome {
                 Ok(0) => model.failed += 1,
