@@ -483,6 +483,8 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
     let mut idle_steps = 0;
     // The last wait's instant, if nothing happened since (no operation, no readiness).
     let mut quiet_wait_at: Option<Instant> = None;
+    // The time of the last step (its poll ran the timers for it).
+    let mut last_poll = Instant::ZERO;
     // Readiness in edge-batch mode reaches the core only after a wait (and at the start).
     let mut waited = true;
     // When each client's peer side was finished (reset, or end-of-stream sent and its
@@ -518,7 +520,10 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
                     .map_err(|e| fail(step, e))?;
             }
             if !served.is_empty() {
-                check_step(&driver, &net, buffer_size, &model, now).map_err(|e| fail(step, e))?;
+                // Timers as of the last poll: a late wake-up may have passed deadlines
+                // that the next poll, not the readiness reports, acts on.
+                check_step(&driver, &net, buffer_size, &model, last_poll)
+                    .map_err(|e| fail(step, e))?;
                 // The clients see what was written (they act between any two steps).
                 net.borrow_mut().clients_act(now);
             }
@@ -560,6 +565,7 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
         }
 
         let taken = driver.step(now);
+        last_poll = now;
         fmt::Write::write_fmt(&mut trace, format_args!("{now:?} {taken:?}\n")).ok();
         if print_trace {
             eprintln!("{step:>7} {now} {taken:?}");
@@ -590,8 +596,15 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
                 let events_pending = s.server.readiness && (!n.edges.is_empty() || n.listener_edge);
                 if !events_pending {
                     let next_client = n.next_client_event(now);
+                    // A wait ended by the server's own deadline may return late; clients
+                    // act meanwhile, and what they make ready is reported first.
+                    let late = Duration::from_micros(s.faults.late_wake_us.into());
+                    let woke = |t: Instant| match until {
+                        Some(u) if u == t && u > now => t + late,
+                        _ => t,
+                    };
                     match [until, next_client].into_iter().flatten().min() {
-                        Some(t) => now = now.max(t),
+                        Some(t) => now = now.max(woke(t)),
                         None if n.clients_busy(now) => {}
                         None => {
                             return Err(fail(

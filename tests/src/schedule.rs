@@ -83,6 +83,11 @@ pub struct Faults {
     /// `accept`, a read or a write fails with `Interrupted` (EINTR): to be retried, never
     /// a failure.
     pub interrupted: u8,
+    /// A wait for the server's next deadline returns this many µs late (0..=1000), as a
+    /// sleeping thread's timer slack or a busy machine makes it: what became ready
+    /// meanwhile is reported before the timers run, so the express lane meets connections
+    /// whose idle deadline has just passed.
+    pub late_wake_us: u16,
 }
 
 /// One client.
@@ -148,6 +153,7 @@ impl Schedule {
             write_would_block: small(&mut rng, 40),
             short_io: small(&mut rng, 60),
             interrupted: 0,
+            late_wake_us: 0,
         };
         let clients = (0..rng.range(1, 16))
             .map(|_| ClientPlan {
@@ -195,6 +201,11 @@ impl Schedule {
                 0
             };
         }
+        faults.late_wake_us = if rng.chance(30) {
+            rng.range(1, 1000) as u16
+        } else {
+            0
+        };
         Self {
             seed,
             server,
@@ -234,6 +245,7 @@ impl Schedule {
             write_would_block: rate(f.write_would_block),
             short_io: rate(f.short_io),
             interrupted: rate(f.interrupted),
+            late_wake_us: f.late_wake_us.min(1000),
         };
         let clients = self
             .clients
@@ -364,6 +376,7 @@ pub mod strategy {
             0..=40u8,
             0..=60u8,
             prop_oneof![Just(0u8), 0..=20u8],
+            prop_oneof![Just(0u16), 0..=1000u16],
         )
             .prop_map(
                 |(
@@ -373,6 +386,7 @@ pub mod strategy {
                     write_would_block,
                     short_io,
                     interrupted,
+                    late_wake_us,
                 )| Faults {
                     accept_would_block,
                     accept_error,
@@ -380,6 +394,7 @@ pub mod strategy {
                     write_would_block,
                     short_io,
                     interrupted,
+                    late_wake_us,
                 },
             )
     }
