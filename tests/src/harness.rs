@@ -163,6 +163,10 @@ pub struct Bounds {
     /// Operations within which a serviceable connection, or the oldest connection in the
     /// backlog, must be served: two passes.
     pub serve_ops: u64,
+    /// Added to the time bounds ([`SERVE_WITHIN_TIME`], [`CLOSE_WHEN_DELIVERED_WITHIN`]):
+    /// each of the waits they span (at most six) may end late
+    /// ([`Faults::late_wake_us`](crate::Faults::late_wake_us)).
+    pub slack: Duration,
 }
 
 impl Bounds {
@@ -174,6 +178,7 @@ impl Bounds {
             accepts_per_pass: u64::from(config.accepts_per_pass),
             pass_ops,
             serve_ops: 2 * pass_ops,
+            slack: Duration::ZERO,
         }
     }
 }
@@ -460,7 +465,8 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
         .parts(&s.server)
         .map_err(|e| fail(0, format!("storage: {e}")))?;
     let server = Server::new(config, storage, service);
-    let bounds = Bounds::new(server.config(), capacity);
+    let mut bounds = Bounds::new(server.config(), capacity);
+    bounds.slack = Duration::from_micros(s.faults.late_wake_us.into()).saturating_mul(6);
     let net: SharedNet = Net::new(s.seed, s.faults.clone(), &s.clients, answer);
     net.borrow_mut().short_reads_drain = s.server.short_reads_drain;
     let mut driver = Driver::new(server, SimListener(Rc::clone(&net)), &mut streams)
@@ -1175,8 +1181,8 @@ fn check_service(
     let (blocks, lent) = server.buffers();
     let can_lend = lent < blocks;
     let (ops, mut longest) = (model.ops, model.longest_wait);
-    let late =
-        |since: Since| ops - since.ops > bounds.serve_ops || now - since.at > SERVE_WITHIN_TIME;
+    let within = SERVE_WITHIN_TIME + bounds.slack;
+    let late = |since: Since| ops - since.ops > bounds.serve_ops || now - since.at > within;
     for &(conn, client) in model.slots.iter().flatten() {
         let fill = Fill::of(server, conn, n.answer())?;
         let state = fill.state;
@@ -1193,7 +1199,7 @@ fn check_service(
                     return Err(format!(
                         "{conn} (client {client}, {state}) has been serviceable since operation {} ({}) \
                          and was not served in {} operations / {}: unfair or stalled \
-                         (the bound is {} operations, {SERVE_WITHIN_TIME})",
+                         (the bound is {} operations, {within})",
                         s.ops, s.at, ops - s.ops, now - s.at, bounds.serve_ops
                     ));
                 }
@@ -1205,11 +1211,12 @@ fn check_service(
         match (*acked, delivered) {
             (_, false) => *acked = None,
             (None, true) => *acked = Some(now),
-            (Some(since), true) if now - since > CLOSE_WHEN_DELIVERED_WITHIN => {
+            (Some(since), true) if now - since > CLOSE_WHEN_DELIVERED_WITHIN + bounds.slack => {
                 return Err(format!(
                     "{conn} (client {client}) still lingers {} after its output and FIN were \
-                     acknowledged (the bound is {CLOSE_WHEN_DELIVERED_WITHIN})",
-                    now - since
+                     acknowledged (the bound is {})",
+                    now - since,
+                    CLOSE_WHEN_DELIVERED_WITHIN + bounds.slack
                 ));
             }
             (Some(_), true) => {}
@@ -1224,8 +1231,12 @@ fn check_service(
             if late(s) {
                 return Err(format!(
                     "client {c} has waited in the listen backlog since operation {} ({}) with no \
-                     accept in {} operations / {} (the bound is {} operations, {SERVE_WITHIN_TIME})",
-                    s.ops, s.at, ops - s.ops, now - s.at, bounds.serve_ops
+                     accept in {} operations / {} (the bound is {} operations, {within})",
+                    s.ops,
+                    s.at,
+                    ops - s.ops,
+                    now - s.at,
+                    bounds.serve_ops
                 ));
             }
         }

@@ -164,7 +164,8 @@ pub struct Client {
     pub connected: bool,
     /// Bytes of `payload` sent.
     pub sent: usize,
-    /// It writes again no sooner than this ([`ClientPlan::write_gap_us`]).
+    /// It writes again no sooner than this ([`ClientPlan::write_gap_us`],
+    /// [`ClientPlan::pause_us`]).
     pub next_write_at: Instant,
 }
 
@@ -320,8 +321,12 @@ impl Net {
             let chunk = self.clients[i].payload[sent..sent + n].to_vec();
             self.pipes[i].to_server.extend(chunk);
             self.clients[i].sent += n;
-            self.clients[i].next_write_at =
-                now + nbecho_core::Duration::from_micros(plan.write_gap_us.into());
+            let gap = if sent == 0 && plan.pause_us > 0 {
+                plan.pause_us
+            } else {
+                plan.write_gap_us.into()
+            };
+            self.clients[i].next_write_at = now + nbecho_core::Duration::from_micros(gap.into());
             self.edge(i, true, false);
             acted = true;
         }

@@ -107,6 +107,11 @@ pub struct ClientPlan {
     /// has room; more is a paced sender (requests with gaps between them), whose
     /// connection's reads find nothing between two writes.
     pub write_gap_us: u16,
+    /// After its first write, it writes again no sooner than this many µs (0..=6,000,000):
+    /// a client that goes quiet for about the idle timeout, then speaks again. Its bytes
+    /// may come just after its connection's idle deadline, as readiness that is reported
+    /// before the timers run (see [`Faults::late_wake_us`]).
+    pub pause_us: u32,
 }
 
 /// How a client ends.
@@ -175,6 +180,7 @@ impl Schedule {
                     _ => Behaviour::Idle,
                 },
                 write_gap_us: 0,
+                pause_us: 0,
             })
             .collect::<Vec<_>>();
         // Drawn last, so that every seed keeps the shape it had before these existed.
@@ -206,6 +212,15 @@ impl Schedule {
         } else {
             0
         };
+        if let Some(timeout) = server.idle_timeout_ms {
+            for client in &mut clients {
+                if rng.chance(25) {
+                    // Around the idle timeout: a little before, at, or just after it.
+                    client.pause_us =
+                        (u32::from(timeout) * 1000 + rng.range(0, 2000) as u32).saturating_sub(500);
+                }
+            }
+        }
         Self {
             seed,
             server,
@@ -258,6 +273,7 @@ impl Schedule {
                 read_pause_ms: clamp(c.read_pause_ms.into(), 0, 3000) as u16,
                 behaviour: c.behaviour,
                 write_gap_us: clamp(c.write_gap_us.into(), 0, 2000) as u16,
+                pause_us: c.pause_us.min(6_000_000),
             })
             .collect();
         Self {
@@ -292,9 +308,18 @@ pub mod strategy {
             prop_oneof![3 => Just(0u16), 1 => 1..3000u16],
             behaviour(),
             prop_oneof![7 => Just(0u16), 3 => 1..2000u16],
+            prop_oneof![7 => Just(0u32), 1 => 1..6_000_000u32],
         )
             .prop_map(
-                |(connect_at_ms, bytes, write_chunk, read_pause_ms, behaviour, write_gap_us)| {
+                |(
+                    connect_at_ms,
+                    bytes,
+                    write_chunk,
+                    read_pause_ms,
+                    behaviour,
+                    write_gap_us,
+                    pause_us,
+                )| {
                     ClientPlan {
                         connect_at_ms,
                         bytes,
@@ -302,6 +327,7 @@ pub mod strategy {
                         read_pause_ms,
                         behaviour,
                         write_gap_us,
+                        pause_us,
                     }
                 },
             )

@@ -39,6 +39,7 @@ fn a_plain_echo() {
             read_pause_ms: 0,
             behaviour: Behaviour::HalfClose,
             write_gap_us: 0,
+            pause_us: 0,
         }],
     };
     let report = pass(&schedule);
@@ -128,6 +129,7 @@ fn bulk_transfers_use_large_buffers() {
         read_pause_ms: 0,
         behaviour: Behaviour::HalfClose,
         write_gap_us: 0,
+        pause_us: 0,
     };
     let schedule = Schedule {
         seed: 3,
@@ -160,6 +162,7 @@ fn bulk_transfers_use_large_buffers() {
                 read_pause_ms: 0,
                 behaviour: Behaviour::HalfClose,
                 write_gap_us: 0,
+                pause_us: 0,
             },
         ],
     };
@@ -184,6 +187,7 @@ fn bulk_streams_do_not_starve_a_newcomer() {
             read_pause_ms: 0,
             behaviour: Behaviour::HalfClose,
             write_gap_us: 0,
+            pause_us: 0,
         };
         let mut clients = vec![stream; 7];
         clients.push(ClientPlan {
