@@ -6,6 +6,9 @@
 //!
 //! - **every write**: the bytes are the next ones of [`model_echo`](crate::net::model_echo)
 //!   of what the server read on that connection (in the network, [`crate::net`]);
+//! - **every read and write**: before the connection's idle deadline and the shutdown
+//!   deadline (a connection past either is closed first, even when its readiness is
+//!   reported before the timers run, as after a late wake-up);
 //! - **every step**: stream-contract breaches (I/O after close, FIN with echo unsent, ...);
 //!   ids (`conn_id` of each slot is the live connection the driver admitted there, or none);
 //!   counters against the network and the model (`accepted`, `refused`, `active`, `closed`,
@@ -29,7 +32,8 @@
 //! room to read them; or output is pending and the peer's window has room; or its flushed
 //! state calls for `Shutdown`; or it is closing. A serviceable connection must see an
 //! operation within [`Bounds::serve_ops`] operations (any of `Recv`, `Send`, `Shutdown`,
-//! `Close`, whatever the outcome) and within [`SERVE_WITHIN_TIME`] of virtual time. The
+//! `Close`, whatever the outcome) and within [`SERVE_WITHIN_TIME`] of virtual time (plus
+//! [`Bounds::slack`] for waits that end late). The
 //! oldest connection in the listen backlog must see an `accept` within the same bounds,
 //! except while accepting backs off after an error, or during a shutdown.
 //!
