@@ -769,7 +769,6 @@ fn deliver_readiness(
     Ok((listener || !edges.is_empty(), served))
 }
 
-/// Updates the model with one step and checks what the step itself must respect.
 /// A read or write of `conn` (`client`'s) at `now` comes before its idle deadline: one
 /// whose deadline has passed is closed first, whether its readiness comes before the
 /// timers run (the express lane) or after (a pass), so that new data never revives it.
@@ -791,6 +790,7 @@ fn not_expired(
     }
 }
 
+/// Updates the model with one step and checks what the step itself must respect.
 fn observe(
     s: &Schedule,
     model: &mut Model,
