@@ -49,6 +49,12 @@ impl List {
         (self.head != NIL).then_some(self.head)
     }
 
+    /// True if `idx` is the last index.
+    #[inline]
+    pub(crate) fn is_back(&self, idx: u32) -> bool {
+        self.tail == idx
+    }
+
     /// The index after `idx`, which must be on the list.
     #[inline]
     pub(crate) fn next<E>(slots: &mut [E], links: Select<E>, idx: u32) -> Option<u32> {

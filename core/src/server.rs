@@ -981,18 +981,22 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             let deadline = now + timeout;
             // Drivers read the clock once per wake-up: most operations find the deadline
             // already where it goes, and among equal deadlines order does not matter.
-            if self.slots[idx as usize].deadline != deadline {
-                self.postpone(idx, deadline);
+            let slot = &mut self.slots[idx as usize];
+            if slot.deadline != deadline {
+                slot.deadline = deadline;
+                // Later than before, unless the clock went back: then due earlier.
+                self.due(deadline);
+                if !self.timers.is_back(idx) {
+                    self.postpone(idx);
+                }
             }
         }
     }
 
-    /// `idx`'s idle deadline moves to `deadline`, and it goes to the end of the timer list.
+    /// `idx` goes to the end of the timer list, if it is on it. Out of line: a connection
+    /// that is busy alone is there already.
     #[inline(never)]
-    fn postpone(&mut self, idx: u32, deadline: Instant) {
-        // Later than before, unless the clock went back: then due earlier.
-        self.due(deadline);
-        self.slots[idx as usize].deadline = deadline;
+    fn postpone(&mut self, idx: u32) {
         if self.timers.contains(self.slots, timer_links, idx) {
             self.timers.move_to_back(self.slots, timer_links, idx);
         }
