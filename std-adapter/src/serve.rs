@@ -480,8 +480,9 @@ trait Io {
         conn: ConnId,
         stream: &mut NetStream<<Self::Raw as Accept>::Socket>,
     ) -> io::Result<()>;
-    /// Blocks until the core's `until` at the latest.
-    fn wait(&mut self, clock: &Clock, until: Option<Instant>);
+    /// Blocks until the core's `until` at the latest; `now` is the loop's last reading of
+    /// `clock` (at most [`CLOCK_EVERY`] steps old).
+    fn wait(&mut self, clock: &Clock, now: Instant, until: Option<Instant>);
     /// Reports to the core what the wait found, at `now` (read after it).
     fn dispatch<S: Service>(&mut self, driver: &mut IoDriver<'_, Self::Raw, S>, now: Instant);
     /// Stop signals received since the last call (checked after each wait, and every
@@ -502,7 +503,7 @@ impl Io for Polling {
         Ok(())
     }
 
-    fn wait(&mut self, clock: &Clock, until: Option<Instant>) {
+    fn wait(&mut self, clock: &Clock, _: Instant, until: Option<Instant>) {
         clock.sleep_until(until, MAX_NAP);
     }
 
@@ -575,8 +576,16 @@ impl Io for Epoll {
     // Inline, with its failure out of line: called once per wake-up, and as a call the
     // link-time optimiser left it, its frame (sized for the log line) was paid every time.
     #[inline(always)]
-    fn wait(&mut self, clock: &Clock, until: Option<Instant>) {
-        let timeout = until.map(|t| StdDuration::from_micros((t - clock.now()).total_micros()));
+    fn wait(&mut self, clock: &Clock, now: Instant, until: Option<Instant>) {
+        let timeout = until.map(|t| {
+            // A far deadline (an idle timeout, after every message at default flags) is
+            // timed from the loop's last reading: at most CLOCK_EVERY steps old, a few
+            // hundred µs at worst, which epoll's rounding up to whole milliseconds dwarfs
+            // anyway. That saves a clock read per wake-up. A near one reads the clock.
+            let left = t - now;
+            let left = if left < NEAR { t - clock.now() } else { left };
+            StdDuration::from_micros(left.total_micros())
+        });
         if let Err(e) = self.poll.poll(&mut self.events, timeout) {
             self.wait_failed(e);
         }
@@ -676,7 +685,7 @@ fn serve<I: Io, S: Service>(
         match driver.step(pace.now) {
             Step::Recv { .. } | Step::Send { .. } | Step::AcceptWouldBlock => {}
             Step::Wait(until) => {
-                io.wait(&clock, until);
+                io.wait(&clock, pace.now, until);
                 pace.read_clock();
                 io.dispatch(&mut driver, pace.now);
                 let signals = io.signals();
@@ -971,6 +980,10 @@ fn large_arena_len(limits: &Limits) -> usize {
 
 /// Steps between two clock reads while the server does not wait.
 const CLOCK_EVERY: u32 = 64;
+
+/// An epoll wait for a deadline nearer than this reads the clock for its timeout (see
+/// [`Epoll`]'s `wait`).
+const NEAR: Duration = Duration::from_millis(100);
 
 /// `d` in microseconds, the core's unit (saturating: `u64` microseconds last 584,000
 /// years).
