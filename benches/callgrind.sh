@@ -7,6 +7,8 @@
 #
 #   benches/callgrind.sh                  # 1 conn x 64 B and 16 conns x 1 KiB, 5 s each
 #   DURATION=10 SCENARIOS="1 64" benches/callgrind.sh
+#   IDLE_TIMEOUT=300 SERVERS="epoll mio" benches/callgrind.sh   # nbecho's default idle timeout
+#                                         # (0, off, by default here: the peers have none)
 #
 # For each server and scenario: run the server under callgrind, drive it with
 # `nbecho bench` (ping-pong, every byte verified) for DURATION seconds, stop it, and read
@@ -17,6 +19,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5}
 SCENARIOS=${SCENARIOS:-"1 64;16 1024"}
 SERVERS=${SERVERS:-"epoll poll mio"}
+IDLE_TIMEOUT=${IDLE_TIMEOUT:-0}
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 PORT=9400
 source benches/common.sh
@@ -33,10 +36,10 @@ measure() {
     case $server in
         poll|epoll|uring) valgrind --tool=callgrind --callgrind-out-file="$file" \
                         "$BIN/nbecho" serve -q --listen "$addr" --driver "$server" \
-                        --idle-timeout 0 --shutdown-timeout 1 >/dev/null 2>&1 & ;;
+                        --idle-timeout "$IDLE_TIMEOUT" --shutdown-timeout 1 >/dev/null 2>&1 & ;;
         ntokio) valgrind --tool=callgrind --callgrind-out-file="$file" \
                         "$BIN/nbecho" serve -q --listen "$addr" --driver tokio \
-                        --idle-timeout 0 --shutdown-timeout 1 >/dev/null 2>&1 & ;;
+                        --idle-timeout "$IDLE_TIMEOUT" --shutdown-timeout 1 >/dev/null 2>&1 & ;;
         mio|tokio) valgrind --tool=callgrind --callgrind-out-file="$file" \
                         "$BIN/$server-echo" "$addr" >/dev/null 2>&1 & ;;
         async) valgrind --tool=callgrind --callgrind-out-file="$file" \
