@@ -580,8 +580,9 @@ impl Io for Epoll {
         let timeout = until.map(|t| {
             // A far deadline (an idle timeout, after every message at default flags) is
             // timed from the loop's last reading: at most CLOCK_EVERY steps old, a few
-            // hundred µs at worst, which epoll's rounding up to whole milliseconds dwarfs
-            // anyway. That saves a clock read per wake-up. A near one reads the clock.
+            // hundred µs at worst, within epoll's own rounding up to whole milliseconds,
+            // and a fraction of a percent of 100 ms. That saves a clock read per wake-up.
+            // A near one reads the clock.
             let left = t - now;
             let left = if left < NEAR { t - clock.now() } else { left };
             StdDuration::from_micros(left.total_micros())
