@@ -481,7 +481,7 @@ trait Io {
         stream: &mut NetStream<<Self::Raw as Accept>::Socket>,
     ) -> io::Result<()>;
     /// Blocks until the core's `until` at the latest; `now` is the loop's last reading of
-    /// `clock` (at most [`CLOCK_EVERY`] steps old).
+    /// `clock` (at most [`CLOCK_EVERY`] steps old: see [`Clock::left`]).
     fn wait(&mut self, clock: &Clock, now: Instant, until: Option<Instant>);
     /// Reports to the core what the wait found, at `now` (read after it).
     fn dispatch<S: Service>(&mut self, driver: &mut IoDriver<'_, Self::Raw, S>, now: Instant);
@@ -577,16 +577,7 @@ impl Io for Epoll {
     // link-time optimiser left it, its frame (sized for the log line) was paid every time.
     #[inline(always)]
     fn wait(&mut self, clock: &Clock, now: Instant, until: Option<Instant>) {
-        let timeout = until.map(|t| {
-            // A far deadline (an idle timeout, after every message at default flags) is
-            // timed from the loop's last reading: at most CLOCK_EVERY steps old, a few
-            // hundred µs at worst, within epoll's own rounding up to whole milliseconds,
-            // and a fraction of a percent of 100 ms. That saves a clock read per wake-up.
-            // A near one reads the clock.
-            let left = t - now;
-            let left = if left < NEAR { t - clock.now() } else { left };
-            StdDuration::from_micros(left.total_micros())
-        });
+        let timeout = until.map(|t| clock.left(now, t));
         if let Err(e) = self.poll.poll(&mut self.events, timeout) {
             self.wait_failed(e);
         }
@@ -981,10 +972,6 @@ fn large_arena_len(limits: &Limits) -> usize {
 
 /// Steps between two clock reads while the server does not wait.
 const CLOCK_EVERY: u32 = 64;
-
-/// An epoll wait for a deadline nearer than this reads the clock for its timeout (see
-/// [`Epoll`]'s `wait`).
-const NEAR: Duration = Duration::from_millis(100);
 
 /// `d` in microseconds, the core's unit (saturating: `u64` microseconds last 584,000
 /// years).

@@ -151,7 +151,7 @@ fn run<S: Service>(
                 log_closed(conn, reason);
             }
             Action::Wait { until } => {
-                io.wait(&clock, until);
+                io.wait(&clock, now, until);
                 let now = pace.read_clock();
                 io.reap(&mut server, now);
                 let signals = std::mem::take(&mut io.signalled);
@@ -442,16 +442,17 @@ impl Uring {
     }
 
     /// The core's `Wait`: submits what is queued and waits for a completion until
-    /// `until` (a look without blocking when it is now).
-    fn wait(&mut self, clock: &Clock, until: Option<Instant>) {
+    /// `until` (a look without blocking when it is now); `now` is the loop's last reading
+    /// (see [`Clock::left`]).
+    fn wait(&mut self, clock: &Clock, now: Instant, until: Option<Instant>) {
         let result = match until {
             None => self.ring.submit_and_wait(1),
             Some(until) => {
-                let left = (until - clock.now()).total_micros();
-                if left == 0 {
+                let left = clock.left(now, until);
+                if left.is_zero() {
                     self.ring.submit()
                 } else {
-                    let timeout = types::Timespec::from(StdDuration::from_micros(left));
+                    let timeout = types::Timespec::from(left);
                     let args = types::SubmitArgs::new().timespec(&timeout);
                     self.ring.submitter().submit_with_args(1, &args)
                 }
@@ -650,7 +651,7 @@ mod tests {
             if io.accepting != Accepting::Armed {
                 break;
             }
-            io.wait(&clock, soon(&clock));
+            io.wait(&clock, clock.now(), soon(&clock));
             io.reap(&mut server, clock.now());
         }
         assert_ne!(
@@ -683,7 +684,7 @@ mod tests {
                 // A new connection is tried once (a read that finds nothing).
                 Action::Recv { conn, buf, wait } => io.recv(conn, buf, wait),
                 Action::Wait { .. } => {
-                    io.wait(&clock, soon(&clock));
+                    io.wait(&clock, clock.now(), soon(&clock));
                     io.reap(&mut server, clock.now());
                 }
                 Action::Send { conn, .. } => panic!("{conn}: a send, but nothing was read"),
