@@ -526,20 +526,9 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     /// When to be polled again after a pass without progress; never `now` or earlier.
     fn wait_until(&mut self, now: Instant) -> Option<Instant> {
         let later = |t: Instant| if t > now { t } else { Instant::MAX };
-        let mut until = later(self.next_deadline());
-        if let Some(deadline) = self.shutdown_deadline {
-            until = until.min(later(deadline));
-        }
+        let mut until = self.timer_deadlines(later);
         if !self.accept_backoff.is_zero() && self.listener_ready {
             until = until.min(later(self.accept_retry_at));
-        }
-        if self.probes.front().is_some() {
-            until = until.min(later(self.probe_at));
-        }
-        if self.waits_for_data() {
-            if let Some(end) = self.first_hold_end() {
-                until = until.min(later(end));
-            }
         }
         if self.config.scheduling == Scheduling::Polling {
             self.idle_backoff = if self.idle_backoff.is_zero() {
@@ -929,16 +918,28 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             }
         }
         // Every deadline left lies after `now`: the bound is exact again.
-        let mut due = self.next_deadline().min(self.probe_at);
+        self.timers_due = self.timer_deadlines(|t| t);
+    }
+
+    /// The earliest of the deadlines the timers keep, each passed through `keep` (which
+    /// leaves one out by mapping it to `Instant::MAX`): the first idle deadline, the
+    /// shutdown deadline until it has forced its closes, the next probe round, the first
+    /// hold's end. What the timers are next due for, and what a wait may not sleep past.
+    #[inline]
+    fn timer_deadlines(&mut self, keep: impl Fn(Instant) -> Instant) -> Instant {
+        let mut at = keep(self.next_deadline());
         if let Some(deadline) = self.shutdown_deadline.filter(|_| !self.forced) {
-            due = due.min(deadline);
+            at = at.min(keep(deadline));
+        }
+        if self.probes.front().is_some() {
+            at = at.min(keep(self.probe_at));
         }
         if self.waits_for_data() {
             if let Some(end) = self.first_hold_end() {
-                due = due.min(end);
+                at = at.min(keep(end));
             }
         }
-        self.timers_due = due;
+        at
     }
 
     /// A deadline the timers keep was set at `at`: they are due by then.
