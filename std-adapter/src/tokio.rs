@@ -284,8 +284,8 @@ pub async fn serve_until<T: Service>(
             }
         }
         // The clock is read once per wake-up, as the other drivers do (reading it costs
-        // more than a step of the core).
-        let now = clock();
+        // more than a step of the core), and again when a deadline passes meanwhile.
+        let mut now = clock();
         let asked = requests(cx);
         if asked > handled {
             handled = asked;
@@ -334,7 +334,8 @@ pub async fn serve_until<T: Service>(
                             .as_mut()
                             .reset(origin + StdDuration::from_micros(until.total_micros()));
                     }
-                    if sleep.as_mut().poll(cx).is_pending()
+                    let rang = sleep.as_mut().poll(cx).is_ready();
+                    if !rang
                         && ready
                             .events
                             .lock()
@@ -342,6 +343,12 @@ pub async fn serve_until<T: Service>(
                             .is_empty()
                     {
                         return Poll::Pending;
+                    }
+                    if rang {
+                        // The deadline passed during this wake-up: time moved on, or the
+                        // core, told the same `now`, would answer the same wait until
+                        // the budget ran out.
+                        now = clock();
                     }
                     look = true;
                 }
