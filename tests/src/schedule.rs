@@ -310,27 +310,15 @@ pub mod strategy {
             prop_oneof![7 => Just(0u16), 3 => 1..2000u16],
             prop_oneof![7 => Just(0u32), 1 => 1..6_000_000u32],
         )
-            .prop_map(
-                |(
-                    connect_at_ms,
-                    bytes,
-                    write_chunk,
-                    read_pause_ms,
-                    behaviour,
-                    write_gap_us,
-                    pause_us,
-                )| {
-                    ClientPlan {
-                        connect_at_ms,
-                        bytes,
-                        write_chunk,
-                        read_pause_ms,
-                        behaviour,
-                        write_gap_us,
-                        pause_us,
-                    }
-                },
-            )
+            .prop_map(|c| ClientPlan {
+                connect_at_ms: c.0,
+                bytes: c.1,
+                write_chunk: c.2,
+                read_pause_ms: c.3,
+                behaviour: c.4,
+                write_gap_us: c.5,
+                pause_us: c.6,
+            })
     }
 
     fn server() -> impl Strategy<Value = ServerPlan> {
