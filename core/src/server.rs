@@ -526,7 +526,12 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     /// When to be polled again after a pass without progress; never `now` or earlier.
     fn wait_until(&mut self, now: Instant) -> Option<Instant> {
         let later = |t: Instant| if t > now { t } else { Instant::MAX };
-        let mut until = self.timer_deadlines(later);
+        // No deadline kept (their bound says so): nothing to list.
+        let mut until = if self.timers_due == Instant::MAX {
+            Instant::MAX
+        } else {
+            self.timer_deadlines(later)
+        };
         if !self.accept_backoff.is_zero() && self.listener_ready {
             until = until.min(later(self.accept_retry_at));
         }
