@@ -190,6 +190,10 @@ pub struct Server<'a, T, F: Flights = NoFlights> {
     /// end). Made exact each time they run; a deadline set since only lowers it.
     timers_due: Instant,
     forced: bool,
+    /// True only while the server has nothing to do but wait (for
+    /// [`needs_time`](Self::needs_time)): set by a poll that finds it so, cleared by
+    /// whatever gives it work (a connection queued, the listener ready, a stop).
+    waiting: bool,
     pending: Option<Pending>,
 }
 
@@ -262,6 +266,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             shutdown_deadline: None,
             timers_due: Instant::MAX,
             forced: false,
+            waiting: false,
             pending: None,
         }
     }
@@ -367,6 +372,27 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         Some((self.pool.bytes(bytes), self.pool.bytes(wrapped)))
     }
 
+    /// Whether the server needs the present time for what it does next. False when it
+    /// has no deadline armed (with an idle timeout: no connection) and nothing to do
+    /// but wait for readiness. Then readiness reports use no time (they only move idle
+    /// deadlines), and neither does a poll that finds nothing to do (it has no deadline
+    /// to compare). So a readiness driver that finds this false when told to wait may
+    /// skip the clock when the wait ends, report what the wait brought at the time it
+    /// last read, and read the clock only if this has become true by then (a report
+    /// queued work, or the listener is ready): a server with nothing timed that serves
+    /// its requests in the express lane never reads the clock. The time told must
+    /// still never go back: an old time is fine, one earlier than a time already told
+    /// is not.
+    #[inline]
+    pub fn needs_time(&self) -> bool {
+        debug_assert!(
+            !self.waiting || self.is_idle(),
+            "waiting, but there is work"
+        );
+        // The deadlines' bound is at its maximum only with none armed.
+        !self.waiting || self.timers_due != Instant::MAX
+    }
+
     /// True once [`begin_shutdown`](Self::begin_shutdown) was called.
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown_deadline.is_some()
@@ -391,6 +417,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             self.busy_since_wait = false;
             self.pass_progress = false;
             self.accepts_left = self.config.accepts_per_pass;
+            self.waiting = true;
             return Action::Wait {
                 until: self.wait_until(now),
             };
@@ -416,6 +443,10 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         self.pending = None;
         let plan = self.plan(now);
         self.busy_since_wait = !matches!(plan, Plan::Wait(_));
+        if matches!(plan, Plan::Wait(None)) {
+            // A pass that ends the work: as the idle answer.
+            self.waiting = self.is_idle();
+        }
         match plan {
             Plan::Accept => {
                 self.pending = Some(Pending::Accept);
@@ -763,6 +794,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         }
         self.queue_tail = idx;
         self.queue_len += 1;
+        self.waiting = false;
     }
 
     fn dequeue(&mut self) -> Option<u32> {
@@ -1870,6 +1902,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
 
     /// Readiness drivers: the listener may have connections to accept.
     pub fn on_listener_ready(&mut self) {
+        self.waiting = false;
         self.listener_ready = true;
     }
 
@@ -1879,6 +1912,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     /// [`Action::Finished`]. A second call can only bring the deadline forward.
     pub fn begin_shutdown(&mut self, deadline: Instant) {
         self.shutdown_deadline = Some(self.shutdown_deadline.map_or(deadline, |d| d.min(deadline)));
+        self.waiting = false;
         self.due(Instant::ZERO);
         for idx in 0..self.fresh_slots {
             self.drain(idx);

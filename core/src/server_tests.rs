@@ -1263,6 +1263,60 @@ fn readiness_mode_only_tries_what_is_ready() {
 }
 
 #[test]
+fn a_server_with_nothing_timed_needs_no_time_until_it_has_work() {
+    let config = Config {
+        scheduling: Scheduling::Readiness,
+        idle_timeout: None,
+        ..Config::default()
+    };
+    let mut s = server(2, 2, 16, config);
+    assert!(s.needs_time(), "not polled yet");
+    assert_eq!(wait(&mut s, T0), None);
+    assert!(!s.needs_time(), "idle, nothing armed");
+    s.on_listener_ready();
+    assert!(s.needs_time(), "a ready listener: accepting may back off");
+    let c = accept(&mut s, T0);
+    recv_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    assert_eq!(wait(&mut s, T0), Some(T0));
+    accept_would_block(&mut s, T0);
+    assert_eq!(wait(&mut s, T0), None);
+    assert!(
+        !s.needs_time(),
+        "a quiet connection without an idle timeout"
+    );
+    s.on_ready(c, true, false).unwrap();
+    assert!(s.needs_time(), "queued work");
+    recv(&mut s, T0, c, b"ping");
+    send(&mut s, T0, c, b"PING", 4);
+    recv_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    assert_eq!(wait(&mut s, T0), None);
+    assert!(!s.needs_time());
+    s.begin_shutdown(T0 + ms(5));
+    assert!(s.needs_time(), "a stop's deadline");
+
+    // An idle timeout arms a deadline per connection: only a server without any is
+    // untimed.
+    let mut s = server(
+        2,
+        2,
+        16,
+        Config {
+            idle_timeout: Some(ms(10)),
+            ..config
+        },
+    );
+    assert_eq!(wait(&mut s, T0), None);
+    assert!(!s.needs_time(), "no connection");
+    s.on_listener_ready();
+    let c = accept(&mut s, T0);
+    recv_outcome(&mut s, T0, c, nb::Error::WouldBlock);
+    assert_eq!(wait(&mut s, T0), Some(T0));
+    accept_would_block(&mut s, T0);
+    assert_eq!(wait(&mut s, T0), Some(T0 + ms(10)));
+    assert!(s.needs_time(), "an idle deadline");
+}
+
+#[test]
 fn readiness_mode_keeps_unfinished_work_queued() {
     let config = Config {
         scheduling: Scheduling::Readiness,

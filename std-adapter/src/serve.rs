@@ -481,9 +481,11 @@ trait Io {
         stream: &mut NetStream<<Self::Raw as Accept>::Socket>,
     ) -> io::Result<()>;
     /// Blocks until the core's `until` at the latest; `now` is the loop's last reading of
-    /// `clock` (at most [`CLOCK_EVERY`] steps old: see [`Clock::left`]).
+    /// `clock` (with `until` set, at most [`CLOCK_EVERY`] steps old: see [`Clock::left`];
+    /// a reading skipped after a wake-up is one where the core had no deadline).
     fn wait(&mut self, clock: &Clock, now: Instant, until: Option<Instant>);
-    /// Reports to the core what the wait found, at `now` (read after it).
+    /// Reports to the core what the wait found, at `now` (read after it, unless the core
+    /// needed no time: [`Server::needs_time`]).
     fn dispatch<S: Service>(&mut self, driver: &mut IoDriver<'_, Self::Raw, S>, now: Instant);
     /// Stop signals received since the last call (checked after each wait, and every
     /// `CLOCK_EVERY` steps while the server does not wait).
@@ -677,11 +679,19 @@ fn serve<I: Io, S: Service>(
         match driver.step(pace.now) {
             Step::Recv { .. } | Step::Send { .. } | Step::AcceptWouldBlock => {}
             Step::Wait(until) => {
+                // With nothing timed, the express lane and an idle poll use no time: the
+                // clock is read only when the wake-up brings other work.
+                let timed = driver.server().needs_time();
                 io.wait(&clock, pace.now, until);
-                pace.read_clock();
+                if timed {
+                    pace.read_clock();
+                }
                 io.dispatch(&mut driver, pace.now);
                 let signals = io.signals();
                 pace.woke(&mut control, signals, options, stop, driver.server_mut());
+                if !timed && driver.server().needs_time() {
+                    pace.read_clock();
+                }
             }
             Step::Finished => break,
             Step::Accepted(conn) => {
@@ -713,7 +723,9 @@ fn serve<I: Io, S: Service>(
 /// every [`CLOCK_EVERY`] steps so that a server that never waits still sees time pass and
 /// signals (a signal also ends a wait). Once per wake-up, not once per operation: reading
 /// the clock costs more than a step of the core, and deadlines set from a `now` a few steps
-/// old come that much earlier, which is negligible.
+/// old come that much earlier, which is negligible. The loop also skips the reading
+/// after a wake-up when the core needs no time ([`Server::needs_time`]: no deadline armed,
+/// nothing to do but wait), until the wake-up brings work.
 #[derive(Debug)]
 pub(crate) struct Pace {
     /// The time the core is told.

@@ -479,6 +479,11 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
     let mut model = Model::new(capacity, s.clients.len(), bounds.accepts_per_pass);
     let mut trace = Fnv(0xcbf2_9ce4_8422_2325);
     let mut now = Instant::ZERO;
+    // The time the server is told: `now` as the driver last read it. The std adapter's
+    // epoll loop skips the clock after a wait the server began needing no time
+    // (`Server::needs_time`), and reads it once the wake-up brings work; so does this.
+    let mut told = Instant::ZERO;
+    let mut skip_clock = false;
     let mut ops_at_now = 0u32;
     let mid_shutdown = s
         .server
@@ -506,13 +511,16 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
     while step < MAX_STEPS {
         step += 1;
         net.borrow_mut().clients_act(now);
+        if !skip_clock {
+            told = now;
+        }
 
         // The readiness role: report what the clients' actions (and the server's own
         // would-blocks) made ready; in edge-batch mode only when the driver polls for
         // events, which it does when it waits.
         if s.server.readiness && (waited || !s.server.edge_batches) {
             let (delivered, served) =
-                deliver_readiness(&mut driver, &net, &model, now).map_err(|e| fail(step, e))?;
+                deliver_readiness(&mut driver, &net, &model, told).map_err(|e| fail(step, e))?;
             if delivered {
                 quiet_wait_at = None;
                 idle_steps = 0;
@@ -574,8 +582,11 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
             app_acts(&mut driver, &mut model, u64::from(every)).map_err(|e| fail(step, e))?;
         }
 
-        let taken = driver.step(now);
-        last_poll = now;
+        if skip_clock && driver.server().needs_time() {
+            told = now;
+        }
+        let taken = driver.step(told);
+        last_poll = told;
         fmt::Write::write_fmt(&mut trace, format_args!("{now:?} {taken:?}\n")).ok();
         if print_trace {
             eprintln!("{step:>7} {now} {taken:?}");
@@ -588,9 +599,10 @@ pub fn run(schedule: &Schedule) -> Result<Report, Failure> {
         let before = now;
         observe(&s, &mut model, &driver, &net, &taken, now, idle_timeout)
             .map_err(|e| fail(step, e))?;
+        skip_clock = matches!(taken, Step::Wait(_)) && !driver.server().needs_time();
         match taken {
             Step::Wait(until) => {
-                ops_at_now = 0; // a wait reads the clock anew
+                ops_at_now = 0; // a wait reads the clock anew (unless it skips it)
                                 // A wait "until now" (readiness: poll for events, then go on) that finds
                                 // nothing new must be followed by work or a real wait, not another.
                 if until == Some(now) && quiet_wait_at == Some(now) {
