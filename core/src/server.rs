@@ -190,9 +190,10 @@ pub struct Server<'a, T, F: Flights = NoFlights> {
     /// end). Made exact each time they run; a deadline set since only lowers it.
     timers_due: Instant,
     forced: bool,
-    /// True only while the server has nothing to do but wait (for
-    /// [`needs_time`](Self::needs_time)): set by a poll that finds it so, cleared by
-    /// whatever gives it work (a connection queued, the listener ready, a stop).
+    /// True only while the server has nothing to do but wait: set by a poll that finds
+    /// it so, cleared by whatever gives it work (a connection queued, the listener
+    /// ready, a stop). The next poll then need not look again, and
+    /// [`needs_time`](Self::needs_time) reads it.
     waiting: bool,
     pending: Option<Pending>,
 }
@@ -385,10 +386,6 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     /// is not.
     #[inline]
     pub fn needs_time(&self) -> bool {
-        debug_assert!(
-            !self.waiting || self.is_idle(),
-            "waiting, but there is work"
-        );
         // The deadlines' bound is at its maximum only with none armed.
         !self.waiting || self.timers_due != Instant::MAX
     }
@@ -409,7 +406,12 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         if now >= self.timers_due {
             self.run_timers(now);
         }
-        if self.is_idle() {
+        debug_assert!(
+            !self.waiting || self.is_idle(),
+            "waiting, but there is work"
+        );
+        // Still waiting since the last poll (nothing gave the server work) or idle.
+        if self.waiting || self.is_idle() {
             // Nothing queued, nothing to accept, no stop, the timers run for `now`: the
             // common answer after the express lane served what a wake-up brought. The
             // general path would end the pass and begin an empty one, as here, then wait.
@@ -419,7 +421,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             self.accepts_left = self.config.accepts_per_pass;
             self.waiting = true;
             return Action::Wait {
-                until: self.wait_until(now),
+                until: self.idle_wait_until(now),
             };
         }
         self.poll_general(now)
@@ -552,6 +554,17 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             }
         }
         self.pass_left = self.queue_len;
+    }
+
+    /// [`wait_until`](Self::wait_until) for an idle server: in readiness mode, with the
+    /// listener not ready (so no accept to retry) and no stop, only the timers count.
+    #[inline]
+    fn idle_wait_until(&mut self, now: Instant) -> Option<Instant> {
+        if self.timers_due == Instant::MAX {
+            return None;
+        }
+        let until = self.timer_deadlines(|t| if t > now { t } else { Instant::MAX });
+        (until != Instant::MAX).then_some(until)
     }
 
     /// When to be polled again after a pass without progress; never `now` or earlier.
