@@ -5,6 +5,8 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 
 use nbecho_core::{nb, CloseReason, ErrorKind, Listener, Stream};
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags};
 use socket2::{Domain, Protocol, Socket as RawSocket, Type};
 
 /// `io::Error` → the core's outcome: would-block is "not now", anything else a failure.
@@ -13,6 +15,21 @@ pub(crate) fn outcome(error: &io::Error) -> nb::Error<ErrorKind> {
         io::ErrorKind::WouldBlock => nb::Error::WouldBlock,
         kind => nb::Error::Other(kind.into()),
     }
+}
+
+/// [`outcome`] of a failed system call: would-block inline, failures out of line.
+#[inline(always)]
+fn errno_outcome(errno: Errno) -> nb::Error<ErrorKind> {
+    if errno == Errno::AGAIN {
+        nb::Error::WouldBlock
+    } else {
+        failure(errno)
+    }
+}
+
+#[cold]
+fn failure(errno: Errno) -> nb::Error<ErrorKind> {
+    outcome(&io::Error::from(errno))
 }
 
 /// Binds `addr` (with `SO_REUSEADDR`, so a restart does not wait for `TIME_WAIT`; with
@@ -166,16 +183,22 @@ impl<S: Socket> NetStream<S> {
 
 // `read` and `write` are forced inline: once per request each, and as calls (which the
 // link-time optimiser chose for `write` even when hinted) their frames and argument moves
-// were paid on every request (BENCHMARKS.md).
+// were paid on every request (BENCHMARKS.md). They make the system call through rustix,
+// inline too, where std's and mio's `read` and `write` are calls into libc's wrappers.
 impl<S: Socket> Stream for NetStream<S> {
     #[inline(always)]
     fn read(&mut self, _: &mut (), buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
-        self.0.read(buf).map_err(|e| outcome(&e))
+        match rustix::net::recv(&self.0, buf, RecvFlags::empty()) {
+            Ok((n, _)) => Ok(n),
+            Err(e) => Err(errno_outcome(e)),
+        }
     }
 
     #[inline(always)]
     fn write(&mut self, _: &mut (), bytes: &[u8]) -> nb::Result<usize, ErrorKind> {
-        self.0.write(bytes).map_err(|e| outcome(&e))
+        // As std's: no SIGPIPE when the peer has gone (an embedding program may not
+        // ignore it as Rust's runtime does); the write fails with `EPIPE` instead.
+        rustix::net::send(&self.0, bytes, SendFlags::NOSIGNAL).map_err(errno_outcome)
     }
 
     fn write_vectored(
