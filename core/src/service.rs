@@ -84,6 +84,7 @@ impl<T: Transform> Service for T {
         true
     }
 
+    #[inline(always)]
     fn transform(&mut self, bytes: &mut [u8]) {
         self.apply(bytes);
     }

@@ -18,6 +18,9 @@ pub trait Transform {
 pub struct Uppercase;
 
 impl Transform for Uppercase {
+    // Inline: once per request, and as a call (the link-time optimiser's choice) its
+    // frame and argument moves cost 9 instructions per 64 B message (callgrind).
+    #[inline(always)]
     fn apply(&mut self, bytes: &mut [u8]) {
         // Not `make_ascii_uppercase`: its test, `b'a' <= b && b <= b'z'`, is an unsigned
         // range check, and SSE2 (x86-64's baseline) compares bytes only as signed. Moved
