@@ -195,6 +195,9 @@ pub struct Server<'a, T, F: Flights = NoFlights> {
     /// ready, a stop). The next poll then need not look again, and
     /// [`needs_time`](Self::needs_time) reads it.
     waiting: bool,
+    /// Whether readiness may take the express lane at all (fixed by the configuration
+    /// and the service: see [`is_quiet`](Self::is_quiet)).
+    express: bool,
     pending: Option<Pending>,
 }
 
@@ -234,6 +237,10 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         if config.scheduling == Scheduling::Completion && !F::ENABLED {
             config.scheduling = Scheduling::Readiness;
         }
+        // A transform in readiness mode, whose visits allow a read and its write.
+        let express = config.scheduling == Scheduling::Readiness
+            && service.is_transform()
+            && config.visit_budget >= 2;
         Self {
             config,
             slots: storage.slots,
@@ -268,6 +275,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             timers_due: Instant::MAX,
             forced: false,
             waiting: false,
+            express,
             pending: None,
         }
     }
@@ -1882,21 +1890,23 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     /// test: a stop drains every open connection at once (so an open one means no stop
     /// began), and a connection waits for a buffer only when none can be lent, each one
     /// released going to the first in line (so with any waiting, the small buffer the
-    /// express lane asks for is not there, and the readiness is queued).
+    /// express lane asks for is not there, and the readiness is queued). Readable, too:
+    /// the caller asks only for readiness that says so, marked on the slot just before.
     #[inline]
     fn is_quiet(&self, idx: u32, now: Instant) -> bool {
         let slot = &self.slots[idx as usize];
-        self.config.scheduling == Scheduling::Readiness
-            && self.service.is_transform()
+        debug_assert!(
+            !self.express || slot.readable,
+            "asked only for readable connections"
+        );
+        self.express
             && self.pending.is_none()
             && self.current == NIL
-            && self.config.visit_budget >= 2
             && slot.state == Some(ConnState::Open)
             && slot.block == NIL
             && !slot.queued
             && !slot.bulk
             && !slot.peer_fin
-            && slot.readable
             && slot.writable
             && slot.deadline > now
     }
