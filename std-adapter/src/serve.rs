@@ -588,9 +588,8 @@ impl Io for Epoll {
     fn dispatch<S: Service>(&mut self, driver: &mut IoDriver<'_, Self::Raw, S>, now: Instant) {
         for event in self.events.iter() {
             match event.token() {
-                LISTENER => driver.server_mut().on_listener_ready(),
-                SIGNALS => self.signalled += self.signals.take(),
-                mio::Token(token) => {
+                // Connections first: one comparison tells them from the two others.
+                mio::Token(token) if token < SIGNALS.0 => {
                     let Some(conn) = conn_of(token, driver.server()) else {
                         continue;
                     };
@@ -606,6 +605,9 @@ impl Io for Epoll {
                         let _ = driver.server_mut().on_read_closed(conn);
                     }
                 }
+                LISTENER => driver.server_mut().on_listener_ready(),
+                // SIGNALS, the only token left.
+                _ => self.signalled += self.signals.take(),
             }
         }
     }
