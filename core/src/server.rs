@@ -409,7 +409,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     ///
     /// An `Accept`, `Recv` or `Send` from the previous call that was not reported is
     /// counted as not performed.
-    #[inline]
+    #[inline(always)]
     pub fn poll(&mut self, now: Instant) -> Action<'_> {
         if now >= self.timers_due {
             self.run_timers(now);
@@ -453,10 +453,6 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         self.pending = None;
         let plan = self.plan(now);
         self.busy_since_wait = !matches!(plan, Plan::Wait(_));
-        if matches!(plan, Plan::Wait(None)) {
-            // A pass that ends the work: as the idle answer.
-            self.waiting = self.is_idle();
-        }
         match plan {
             Plan::Accept => {
                 self.pending = Some(Pending::Accept);
