@@ -1230,23 +1230,36 @@ fn a_short_read_drains_only_where_the_transport_says_so() {
     }
 }
 
-#[test]
-fn readiness_mode_only_tries_what_is_ready() {
-    let config = Config {
+/// Readiness mode, the listener ready with one connection: accepts it, finds it has
+/// nothing to read, and waits.
+#[track_caller]
+fn accept_one_ready(s: &mut Server<'static, Uppercase>, now: Instant) -> ConnId {
+    let c = accept(s, now);
+    recv_outcome(s, now, c, nb::Error::WouldBlock);
+    // The pass is over and the listener may have more: the driver polls for events
+    // without blocking before the next pass (which accepts again).
+    assert_eq!(wait(s, now), Some(now));
+    accept_would_block(s, now);
+    assert_eq!(wait(s, now), None);
+    c
+}
+
+/// Readiness scheduling without an idle timeout: nothing timed unless a test arms it.
+fn readiness_untimed() -> Config {
+    Config {
         scheduling: Scheduling::Readiness,
         idle_timeout: None,
         ..Config::default()
-    };
+    }
+}
+
+#[test]
+fn readiness_mode_only_tries_what_is_ready() {
+    let config = readiness_untimed();
     let mut s = server(2, 2, 16, config);
     assert_eq!(wait(&mut s, T0), None, "no listener readiness yet");
     s.on_listener_ready();
-    let c = accept(&mut s, T0);
-    recv_outcome(&mut s, T0, c, nb::Error::WouldBlock);
-    // The pass is over and the listener may have more: the driver polls for events
-    // without blocking before the next pass (which accepts again).
-    assert_eq!(wait(&mut s, T0), Some(T0));
-    accept_would_block(&mut s, T0);
-    assert_eq!(wait(&mut s, T0), None);
+    let c = accept_one_ready(&mut s, T0);
     assert_eq!(
         wait(&mut s, T0),
         None,
@@ -1264,22 +1277,14 @@ fn readiness_mode_only_tries_what_is_ready() {
 
 #[test]
 fn a_server_with_nothing_timed_needs_no_time_until_it_has_work() {
-    let config = Config {
-        scheduling: Scheduling::Readiness,
-        idle_timeout: None,
-        ..Config::default()
-    };
+    let config = readiness_untimed();
     let mut s = server(2, 2, 16, config);
     assert!(s.needs_time(), "not polled yet");
     assert_eq!(wait(&mut s, T0), None);
     assert!(!s.needs_time(), "idle, nothing armed");
     s.on_listener_ready();
     assert!(s.needs_time(), "a ready listener: accepting may back off");
-    let c = accept(&mut s, T0);
-    recv_outcome(&mut s, T0, c, nb::Error::WouldBlock);
-    assert_eq!(wait(&mut s, T0), Some(T0));
-    accept_would_block(&mut s, T0);
-    assert_eq!(wait(&mut s, T0), None);
+    let c = accept_one_ready(&mut s, T0);
     assert!(
         !s.needs_time(),
         "a quiet connection without an idle timeout"
@@ -1314,7 +1319,7 @@ fn a_server_with_nothing_timed_needs_no_time_until_it_has_work() {
     recv_outcome(&mut s, T0, c, nb::Error::WouldBlock);
     assert_eq!(wait(&mut s, T0), Some(T0));
     accept_would_block(&mut s, T0);
-    assert_eq!(wait(&mut s, T0), Some(T0 + ms(10)));
+    assert_eq!(wait(&mut s, T0), Some(T0 + ms(10)), "{c}'s idle deadline");
     assert!(s.needs_time(), "an idle deadline");
 }
 

@@ -47,6 +47,16 @@
 //! core only when the driver waits, as from `epoll_wait`: a core that serves whatever is
 //! ready until nothing is and only then waits starves everything that became ready
 //! meanwhile, and these bounds catch it.
+//!
+//! # The time the core is told
+//!
+//! As the std adapter's loop, the driver here tells the core the time it last read: it
+//! reads the clock every few operations and after each wait, except after a wait the core
+//! began needing no time ([`Server::needs_time`]: nothing timed, nothing to do), where it
+//! reports the readiness the wait brought at the old time and reads the clock only if the
+//! core then needs it. The checks use the true time: a core that says it needs no time
+//! when it arms a deadline (an accept back-off, a probe round, a hold) or has work sets it
+//! from an old time, and the deadline comes early.
 
 use std::collections::BTreeSet;
 use std::fmt;
