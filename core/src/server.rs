@@ -564,22 +564,24 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     /// listener not ready (so no accept to retry) and no stop, only the timers count.
     #[inline]
     fn idle_wait_until(&mut self, now: Instant) -> Option<Instant> {
-        if self.timers_due == Instant::MAX {
-            return None;
-        }
-        let until = self.timer_deadlines(|t| if t > now { t } else { Instant::MAX });
+        let until = self.timers_wait(now);
         (until != Instant::MAX).then_some(until)
+    }
+
+    /// The earliest deadline the timers keep after `now` (`Instant::MAX`: none).
+    #[inline]
+    fn timers_wait(&mut self, now: Instant) -> Instant {
+        if self.timers_due == Instant::MAX {
+            // No deadline kept (their bound says so): nothing to list.
+            return Instant::MAX;
+        }
+        self.timer_deadlines(|t| if t > now { t } else { Instant::MAX })
     }
 
     /// When to be polled again after a pass without progress; never `now` or earlier.
     fn wait_until(&mut self, now: Instant) -> Option<Instant> {
         let later = |t: Instant| if t > now { t } else { Instant::MAX };
-        // No deadline kept (their bound says so): nothing to list.
-        let mut until = if self.timers_due == Instant::MAX {
-            Instant::MAX
-        } else {
-            self.timer_deadlines(later)
-        };
+        let mut until = self.timers_wait(now);
         if !self.accept_backoff.is_zero() && self.listener_ready {
             until = until.min(later(self.accept_retry_at));
         }
