@@ -151,6 +151,26 @@ impl<'a> Pool<'a> {
         Some(block)
     }
 
+    /// The block [`alloc`](Self::alloc) lends next, made the spare, not lent; `None`
+    /// when all are lent.
+    #[inline]
+    fn next_to_lend(&mut self) -> Option<u32> {
+        if self.spare == NIL {
+            self.refill_spare();
+        }
+        (self.spare != NIL).then_some(self.spare)
+    }
+
+    /// No spare: the block lent next becomes it. Out of line: the express lane leaves
+    /// the spare where it found it.
+    #[cold]
+    #[inline(never)]
+    fn refill_spare(&mut self) {
+        if let Some(block) = self.alloc() {
+            self.release(block);
+        }
+    }
+
     /// Takes a block back. Forced inline (the link-time optimiser left it a call, once
     /// per request), with the free list's push out of line.
     #[inline(always)]
@@ -289,19 +309,22 @@ impl<'a> Buffers<'a> {
         }
     }
 
-    /// Lends a small block, with its bytes: the express lane's buffer, whose class needs
-    /// no choosing (and whose bytes need no range to find).
+    /// The express lane's buffer: the small block lent next, with its bytes, not lent
+    /// (a request echoed whole leaves it where it was, so that it costs no lending and
+    /// no giving back); [`take_small`](Self::take_small) lends it. Its class needs no
+    /// choosing, and its bytes no range to find. `None`: no small block is free.
     #[inline]
-    pub(crate) fn alloc_small(&mut self) -> Option<(u32, &mut [u8])> {
-        let block = self.small.alloc()?;
+    pub(crate) fn peek_small(&mut self) -> Option<(u32, &mut [u8])> {
+        let block = self.small.next_to_lend()?;
         let whole = self.small.range(block, 0, self.small.block_size);
         Some((block, &mut self.small.arena[whole]))
     }
 
-    /// Takes back a block lent by [`alloc_small`](Self::alloc_small).
+    /// Lends the block that [`peek_small`](Self::peek_small) showed.
     #[inline]
-    pub(crate) fn release_small(&mut self, block: u32) {
-        self.small.release(block);
+    pub(crate) fn take_small(&mut self, block: u32) {
+        let lent = self.small.alloc();
+        debug_assert_eq!(lent, Some(block), "the block shown is the one lent next");
     }
 
     /// Takes a block back.

@@ -418,21 +418,31 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             !self.waiting || self.is_idle(),
             "waiting, but there is work"
         );
-        // Still waiting since the last poll (nothing gave the server work) or idle.
-        if self.waiting || self.is_idle() {
+        // Still waiting since the last poll (nothing gave the server work), or idle.
+        if !self.waiting {
+            if !self.is_idle() {
+                return self.poll_general(now);
+            }
             // Nothing queued, nothing to accept, no stop, the timers run for `now`: the
             // common answer after the express lane served what a wake-up brought. The
             // general path would end the pass and begin an empty one, as here, then wait.
+            // Still waiting, all of this is as the last poll left it.
             self.pending = None;
             self.busy_since_wait = false;
             self.pass_progress = false;
             self.accepts_left = self.config.accepts_per_pass;
             self.waiting = true;
-            return Action::Wait {
-                until: self.idle_wait_until(now),
-            };
         }
-        self.poll_general(now)
+        debug_assert!(
+            self.pending.is_none()
+                && !self.busy_since_wait
+                && !self.pass_progress
+                && self.accepts_left == self.config.accepts_per_pass,
+            "waiting, but not as the idle poll left the server"
+        );
+        Action::Wait {
+            until: self.idle_wait_until(now),
+        }
     }
 
     /// See [`poll`](Self::poll).
@@ -1034,19 +1044,35 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     /// it goes to the end of the timer list.
     #[inline(always)]
     fn progressed(&mut self, idx: u32, now: Instant) {
-        if let Some(timeout) = self.config.idle_timeout {
-            let deadline = now + timeout;
-            // Drivers read the clock once per wake-up: most operations find the deadline
-            // already where it goes, and among equal deadlines order does not matter.
-            let slot = &mut self.slots[idx as usize];
-            if slot.deadline != deadline {
-                slot.deadline = deadline;
-                // Later than before, unless the clock went back: then due earlier.
-                self.due(deadline);
-                if !self.timers.is_back(idx) {
-                    self.postpone(idx);
-                }
-            }
+        if Self::moves_deadline(&self.config, &mut self.slots[idx as usize], now) {
+            self.deadline_moved(idx);
+        }
+    }
+
+    /// The first half of [`progressed`](Self::progressed), on a borrowed slot: sets its
+    /// idle deadline; true when that moved it (then [`deadline_moved`](Self::deadline_moved)
+    /// must follow).
+    #[inline(always)]
+    fn moves_deadline(config: &Config, slot: &mut Slot, now: Instant) -> bool {
+        let Some(timeout) = config.idle_timeout else {
+            return false;
+        };
+        let deadline = now + timeout;
+        // Drivers read the clock once per wake-up: most operations find the deadline
+        // already where it goes, and among equal deadlines order does not matter.
+        let moved = slot.deadline != deadline;
+        slot.deadline = deadline;
+        moved
+    }
+
+    /// The second half of [`progressed`](Self::progressed): the timers follow the moved
+    /// deadline of `idx`.
+    #[inline(always)]
+    fn deadline_moved(&mut self, idx: u32) {
+        // Later than before, unless the clock went back: then due earlier.
+        self.due(self.slots[idx as usize].deadline);
+        if !self.timers.is_back(idx) {
+            self.postpone(idx);
         }
     }
 
@@ -1815,15 +1841,29 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         stream: Option<&mut S>,
         cx: &mut C,
     ) -> Result<Option<Served>, ReportError> {
-        let idx = self.live(conn)?;
-        self.mark_ready(idx, readable, writable);
-        let Some(stream) = stream.filter(|_| readable && self.is_quiet(idx, now)) else {
+        if !self.express {
+            return self.on_ready(conn, readable, writable).map(|()| None);
+        }
+        // One borrow of the slot for the whole lane, its bounds checked once: the server's
+        // fields beside it are disjoint, so reading and writing them needs no new lookup.
+        let idle = self.pending.is_none() && self.current == NIL;
+        let idx = conn.index;
+        let slot = match self.slots.get_mut(conn.index()) {
+            Some(slot) if slot.state.is_some() && slot.generation == conn.generation => slot,
+            _ => return Err(ReportError::StaleConn(conn)),
+        };
+        // Readiness scheduling (the lane's condition): readiness is marked as reported.
+        slot.writable |= writable;
+        let quiet = readable && idle && Self::is_quiet(slot, now);
+        let (Some(stream), true) = (stream, quiet) else {
+            slot.readable |= readable;
             if idx != self.current {
                 self.requeue(idx);
             }
             return Ok(None);
         };
-        let Some((block, buf)) = self.pool.alloc_small() else {
+        let Some((block, buf)) = self.pool.peek_small() else {
+            slot.readable = true;
             self.requeue(idx);
             return Ok(None);
         };
@@ -1833,7 +1873,9 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             Ok(n) if n > 0 && n <= max => n,
             _ => {
                 // Nothing, the end, a failure (or a report out of bounds): as a pass.
-                self.slots[idx as usize].block = block;
+                slot.readable = true;
+                self.pool.take_small(block);
+                slot.block = block;
                 self.pending = Some(Pending::Recv {
                     conn,
                     start: 0,
@@ -1851,17 +1893,18 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         self.service.transform(&mut buf[..n]);
         let send = stream.write(cx, &buf[..n]);
         self.stats.bytes_in += n as u64;
-        self.progressed(idx, now);
         // As `on_recv`: a read that filled its buffer is bulk (the next buffer is large),
         // and with `short_reads_drain` a short one took everything there was.
         let drained = self.config.short_reads_drain && n < max;
-        let slot = &mut self.slots[idx as usize];
         slot.bulk = n == max;
         slot.readable = !drained;
+        let moved = Self::moves_deadline(&self.config, slot, now);
         if send == Ok(n) && drained {
             // Echoed whole, nothing more to read: quiet again, holding nothing.
             self.stats.bytes_out += n as u64;
-            self.pool.release_small(block);
+            if moved {
+                self.deadline_moved(idx);
+            }
             return Ok(Some(Served {
                 conn,
                 recv,
@@ -1869,8 +1912,12 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             }));
         }
         // The rest as a pass: the output is pending, then the write's outcome.
+        self.pool.take_small(block);
         slot.block = block;
         slot.len = n as u32;
+        if moved {
+            self.deadline_moved(idx);
+        }
         self.pending = Some(Pending::Send {
             conn,
             max: n as u32,
@@ -1884,23 +1931,16 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         }))
     }
 
-    /// See [`on_ready_express`](Self::on_ready_express). Two conditions hold without a
-    /// test: a stop drains every open connection at once (so an open one means no stop
-    /// began), and a connection waits for a buffer only when none can be lent, each one
-    /// released going to the first in line (so with any waiting, the small buffer the
-    /// express lane asks for is not there, and the readiness is queued). Readable, too:
-    /// the caller asks only for readiness that says so, marked on the slot just before.
-    #[inline]
-    fn is_quiet(&self, idx: u32, now: Instant) -> bool {
-        let slot = &self.slots[idx as usize];
-        debug_assert!(
-            !self.express || slot.readable,
-            "asked only for readable connections"
-        );
-        self.express
-            && self.pending.is_none()
-            && self.current == NIL
-            && slot.state == Some(ConnState::Open)
+    /// See [`on_ready_express`](Self::on_ready_express): the slot's part of being quiet
+    /// (the caller checks the server's: express lane on, no operation pending, no visit
+    /// under way). Two conditions hold without a test: a stop drains every open
+    /// connection at once (so an open one means no stop began), and a connection waits
+    /// for a buffer only when none can be lent, each one released going to the first in
+    /// line (so with any waiting, the small buffer the express lane asks for is not there,
+    /// and the readiness is queued).
+    #[inline(always)]
+    fn is_quiet(slot: &Slot, now: Instant) -> bool {
+        slot.state == Some(ConnState::Open)
             && slot.block == NIL
             && !slot.queued
             && !slot.bulk
