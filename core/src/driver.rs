@@ -286,9 +286,8 @@ impl<'a, L: Listener<C>, T: Service, C: ?Sized> Driver<'a, L, T, C> {
         writable: bool,
         cx: &mut C,
     ) -> Result<Option<Served>, ReportError> {
-        let stream = self.streams.get_mut(conn.index()).and_then(Option::as_mut);
         self.server
-            .on_ready_express(now, conn, readable, writable, stream, cx)
+            .on_ready_express(now, conn, readable, writable, self.streams, cx)
     }
 
     /// Performs the server's next action with `cx` for the listener and streams, and

@@ -1838,15 +1838,15 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         conn: ConnId,
         readable: bool,
         writable: bool,
-        stream: Option<&mut S>,
+        streams: &mut [Option<S>],
         cx: &mut C,
     ) -> Result<Option<Served>, ReportError> {
-        if !self.express {
+        // The server's part of being quiet; short of it, the readiness is only queued.
+        if !(self.express && readable && self.pending.is_none() && self.current == NIL) {
             return self.on_ready(conn, readable, writable).map(|()| None);
         }
         // One borrow of the slot for the whole lane, its bounds checked once: the server's
         // fields beside it are disjoint, so reading and writing them needs no new lookup.
-        let idle = self.pending.is_none() && self.current == NIL;
         let idx = conn.index;
         let slot = match self.slots.get_mut(conn.index()) {
             Some(slot) if slot.state.is_some() && slot.generation == conn.generation => slot,
@@ -1854,12 +1854,12 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         };
         // Readiness scheduling (the lane's condition): readiness is marked as reported.
         slot.writable |= writable;
-        let quiet = readable && idle && Self::is_quiet(slot, now);
-        let (Some(stream), true) = (stream, quiet) else {
-            slot.readable |= readable;
-            if idx != self.current {
-                self.requeue(idx);
-            }
+        // The stream is looked up only for a quiet connection.
+        let stream = streams.get_mut(conn.index()).filter(|_| Self::is_quiet(slot, now));
+        let Some(stream) = stream.and_then(Option::as_mut) else {
+            // Not the current visit's connection: there is none.
+            slot.readable = true;
+            self.requeue(idx);
             return Ok(None);
         };
         let Some((block, buf)) = self.pool.peek_small() else {

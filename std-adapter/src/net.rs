@@ -6,7 +6,7 @@ use std::net::{Shutdown, SocketAddr};
 
 use nbecho_core::{nb, CloseReason, ErrorKind, Listener, Stream};
 use rustix::io::Errno;
-use rustix::net::{RecvFlags, SendFlags};
+use rustix::net::SendFlags;
 use socket2::{Domain, Protocol, Socket as RawSocket, Type};
 
 /// `io::Error` → the core's outcome: would-block is "not now", anything else a failure.
@@ -188,10 +188,9 @@ impl<S: Socket> NetStream<S> {
 impl<S: Socket> Stream for NetStream<S> {
     #[inline(always)]
     fn read(&mut self, _: &mut (), buf: &mut [u8]) -> nb::Result<usize, ErrorKind> {
-        match rustix::net::recv(&self.0, buf, RecvFlags::empty()) {
-            Ok((n, _)) => Ok(n),
-            Err(e) => Err(errno_outcome(e)),
-        }
+        // `read(2)`, a `recv` without flags: rustix's `recv` also reports the length of
+        // a truncated datagram, which a stream never has, and clamps to it.
+        rustix::io::read(&self.0, buf).map_err(errno_outcome)
     }
 
     #[inline(always)]
