@@ -770,6 +770,11 @@ impl Pace {
         server: &mut Server<'_, S, F>,
     ) {
         self.steps = 0;
+        // No signal since the last call and no stop asked by the caller: nothing new,
+        // since every request seen before was acted on then.
+        if signals == 0 && !stop.load(Ordering::Relaxed) {
+            return;
+        }
         control.signals += signals;
         if control.stop_requested(options, stop, server, &self.clock) {
             self.read_clock();
