@@ -1855,7 +1855,9 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         // Readiness scheduling (the lane's condition): readiness is marked as reported.
         slot.writable |= writable;
         // The stream is looked up only for a quiet connection.
-        let stream = streams.get_mut(conn.index()).filter(|_| Self::is_quiet(slot, now));
+        let stream = streams
+            .get_mut(conn.index())
+            .filter(|_| Self::is_quiet(slot, now));
         let Some(stream) = stream.and_then(Option::as_mut) else {
             // Not the current visit's connection: there is none.
             slot.readable = true;
@@ -1896,10 +1898,10 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         // As `on_recv`: a read that filled its buffer is bulk (the next buffer is large),
         // and with `short_reads_drain` a short one took everything there was.
         let drained = self.config.short_reads_drain && n < max;
-        slot.bulk = n == max;
         slot.readable = !drained;
         let moved = Self::moves_deadline(&self.config, slot, now);
         if send == Ok(n) && drained {
+            // Not bulk (the read was short), as it was.
             // Echoed whole, nothing more to read: quiet again, holding nothing.
             self.stats.bytes_out += n as u64;
             if moved {
@@ -1912,6 +1914,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             }));
         }
         // The rest as a pass: the output is pending, then the write's outcome.
+        slot.bulk = n == max;
         self.pool.take_small(block);
         slot.block = block;
         slot.len = n as u32;
