@@ -338,3 +338,61 @@ fn a_connection_past_its_idle_deadline_is_timed_out_not_served() {
 fn script_len(driver: &TestDriver) -> usize {
     driver.streams.iter().flatten().count()
 }
+
+#[test]
+fn the_express_lane_waits_for_the_operation_pending_and_the_visit_under_way() {
+    let recv = |conn| Step::Recv {
+        conn,
+        outcome: Ok(1),
+    };
+    let send = |conn| Step::Send {
+        conn,
+        outcome: Ok(1),
+    };
+    // An accept pending (asked, not yet reported): the quiet connection's readiness is
+    // queued, not served, until the accept's outcome is in.
+    let (mut d, conn) = settled(readiness());
+    d.server_mut().on_listener_ready();
+    assert_eq!(d.server_mut().poll(T0), Action::Accept);
+    script(&mut d, conn).reads.push(Ok(b"a".to_vec()));
+    script(&mut d, conn).writes.push(Ok(1));
+    assert_eq!(d.on_ready(T0, conn, true, true), Ok(None));
+    assert_eq!(script(&mut d, conn).reads.len(), 1, "not read");
+    d.server_mut()
+        .on_accept_error(T0, nb::Error::WouldBlock)
+        .unwrap();
+    // The pass that asked for the accept ends with a look for events; the next serves
+    // the connection.
+    assert_eq!(until_wait(&mut d), [Step::Wait(Some(T0))]);
+    assert_eq!(
+        until_wait(&mut d),
+        [recv(conn), send(conn), Step::Wait(None)]
+    );
+    assert_eq!(script(&mut d, conn).written, b"A");
+
+    // A visit under way (another connection's read reported, its write not yet asked):
+    // the quiet connection's readiness is queued, then served by the pass.
+    let (mut d, first) = accepted(readiness());
+    let Step::Accepted(second) = d.step(T0) else {
+        panic!("a second accept")
+    };
+    d.listener = AcceptFn(no_stream as _);
+    assert!(matches!(until_wait(&mut d)[..], [.., Step::Wait(_)]));
+    assert!(matches!(until_wait(&mut d)[..], [Step::Wait(None)]));
+    script(&mut d, first).reads.push(Ok(b"a".to_vec()));
+    script(&mut d, first).writes.push(Ok(1));
+    d.server_mut().on_ready(first, true, true).unwrap();
+    assert_eq!(d.step(T0), recv(first));
+    script(&mut d, second).reads.push(Ok(b"b".to_vec()));
+    script(&mut d, second).writes.push(Ok(1));
+    assert_eq!(d.on_ready(T0, second, true, true), Ok(None));
+    assert_eq!(script(&mut d, second).reads.len(), 1, "not read");
+    // The visit ends, the pass with a look for events; the next pass serves the other.
+    assert_eq!(until_wait(&mut d), [send(first), Step::Wait(Some(T0))]);
+    assert_eq!(
+        until_wait(&mut d),
+        [recv(second), send(second), Step::Wait(None)]
+    );
+    assert_eq!(script(&mut d, first).written, b"A");
+    assert_eq!(script(&mut d, second).written, b"B");
+}
