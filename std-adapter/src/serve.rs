@@ -673,11 +673,6 @@ fn serve<I: Io, S: Service>(
     let mut pace = Pace::new(clock);
     pace.woke(&mut control, 0, options, stop, driver.server_mut());
     loop {
-        if pace.tick() {
-            pace.read_clock();
-            let signals = io.signals();
-            pace.woke(&mut control, signals, options, stop, driver.server_mut());
-        }
         match driver.step(pace.now) {
             Step::Recv { .. } | Step::Send { .. } | Step::AcceptWouldBlock => {}
             Step::Wait(until) => {
@@ -694,6 +689,8 @@ fn serve<I: Io, S: Service>(
                 if !timed && driver.server().needs_time() {
                     pace.read_clock();
                 }
+                // Counted from zero again (`woke`): no tick for the wait.
+                continue;
             }
             Step::Finished => break,
             Step::Accepted(conn) => {
@@ -716,6 +713,11 @@ fn serve<I: Io, S: Service>(
             Step::Shutdown(conn) => log_shutdown(conn),
             Step::Closed(conn, reason) => log_closed(conn, reason),
             _ => {}
+        }
+        if pace.tick() {
+            pace.read_clock();
+            let signals = io.signals();
+            pace.woke(&mut control, signals, options, stop, driver.server_mut());
         }
     }
     Ok(control.outcome(driver.server().stats()))
@@ -751,8 +753,8 @@ impl Pace {
         self.now
     }
 
-    /// Counts a step; true when it is time to read the clock and the signals again
-    /// ([`woke`](Self::woke)).
+    /// Counts a step other than a wait (after a wait, [`woke`](Self::woke) starts the
+    /// count again); true when it is time to read the clock and the signals again.
     pub(crate) fn tick(&mut self) -> bool {
         self.steps += 1;
         self.steps >= CLOCK_EVERY
