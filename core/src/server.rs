@@ -426,13 +426,13 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             // Nothing queued, nothing to accept, no stop, the timers run for `now`: the
             // common answer after the express lane served what a wake-up brought. The
             // general path would end the pass and begin an empty one, as here, then wait.
-            // Still waiting, all of this is as the last poll left it.
             self.pending = None;
             self.busy_since_wait = false;
             self.pass_progress = false;
             self.accepts_left = self.config.accepts_per_pass;
             self.waiting = true;
         }
+        // Still waiting: all of this is as the poll that began the wait left it.
         debug_assert!(
             self.pending.is_none()
                 && !self.busy_since_wait
@@ -1901,8 +1901,8 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         slot.readable = !drained;
         let moved = Self::moves_deadline(&self.config, slot, now);
         if send == Ok(n) && drained {
-            // Not bulk (the read was short), as it was.
-            // Echoed whole, nothing more to read: quiet again, holding nothing.
+            // Echoed whole, nothing more to read: quiet again, holding nothing, and not
+            // bulk (the read was short), as it was.
             self.stats.bytes_out += n as u64;
             if moved {
                 self.deadline_moved(idx);
