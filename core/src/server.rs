@@ -1849,7 +1849,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         // fields beside it are disjoint, so reading and writing them needs no new lookup.
         let idx = conn.index;
         let slot = match self.slots.get_mut(conn.index()) {
-            Some(slot) if slot.state.is_some() && slot.generation == conn.generation => slot,
+            Some(slot) if Self::holds(slot, conn) => slot,
             _ => return Err(ReportError::StaleConn(conn)),
         };
         // Readiness scheduling (the lane's condition): readiness is marked as reported.
@@ -1939,8 +1939,8 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     /// under way). Two conditions hold without a test: a stop drains every open
     /// connection at once (so an open one means no stop began), and a connection waits
     /// for a buffer only when none can be lent, each one released going to the first in
-    /// line (so with any waiting, the small buffer the express lane asks for is not there,
-    /// and the readiness is queued).
+    /// line (so with any waiting, no small block is free for the lane, and the readiness is
+    /// queued).
     #[inline(always)]
     fn is_quiet(slot: &Slot, now: Instant) -> bool {
         slot.state == Some(ConnState::Open)
@@ -2010,11 +2010,16 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     /// The slot index of a live connection.
     fn live(&self, conn: ConnId) -> Result<u32, ReportError> {
         match self.slots.get(conn.index()) {
-            Some(slot) if slot.state.is_some() && slot.generation == conn.generation => {
-                Ok(conn.index)
-            }
+            Some(slot) if Self::holds(slot, conn) => Ok(conn.index),
             _ => Err(ReportError::StaleConn(conn)),
         }
+    }
+
+    /// Whether `slot` (the one at `conn`'s index) holds `conn`: in use, and not reused
+    /// since (its generation).
+    #[inline(always)]
+    fn holds(slot: &Slot, conn: ConnId) -> bool {
+        slot.state.is_some() && slot.generation == conn.generation
     }
 
     fn mismatch(&self, conn: ConnId) -> ReportError {
