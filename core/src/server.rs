@@ -1852,7 +1852,9 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             Some(slot) if Self::holds(slot, conn) => slot,
             _ => return Err(ReportError::StaleConn(conn)),
         };
-        // Readiness scheduling (the lane's condition): readiness is marked as reported.
+        // Readiness scheduling (the lane's condition): readiness is marked as reported,
+        // the readable flag only on the ways out that do not set it from the read (marked
+        // here, once for all, it cost 7 instructions per message in the epoll driver).
         slot.writable |= writable;
         // The stream is looked up only for a quiet connection.
         let stream = streams

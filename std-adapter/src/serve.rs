@@ -772,13 +772,7 @@ impl Pace {
         server: &mut Server<'_, S, F>,
     ) {
         self.steps = 0;
-        // No signal since the last call and no stop asked by the caller: nothing new,
-        // since every request seen before was acted on then.
-        if signals == 0 && !stop.load(Ordering::Relaxed) {
-            return;
-        }
-        control.signals += signals;
-        if control.stop_requested(options, stop, server, &self.clock) {
+        if control.stop_requested(signals, options, stop, server, &self.clock) {
             self.read_clock();
         }
     }
@@ -798,15 +792,23 @@ pub(crate) struct Control {
 }
 
 impl Control {
-    /// Acts on stop requests not acted on yet; true when it did (it read the clock).
+    /// Counts `signals` new ones and acts on stop requests not acted on yet; true when it
+    /// did (it read the clock).
     #[inline]
     fn stop_requested<S: Service, F: nbecho_core::Flights>(
         &mut self,
+        signals: usize,
         options: &Options,
         stop: &AtomicBool,
         server: &mut Server<'_, S, F>,
         clock: &Clock,
     ) -> bool {
+        // No new signal and no stop asked by the caller: nothing new, since every request
+        // seen before was acted on when it was seen.
+        if signals == 0 && !stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.signals += signals;
         let requests = self.signals.max(usize::from(stop.load(Ordering::Relaxed)));
         if requests <= self.handled {
             return false;
