@@ -165,6 +165,53 @@ impl fmt::Display for CloseReason {
 /// "No index": the end of an intrusive list, or no buffer block.
 pub(crate) const NIL: u32 = u32::MAX;
 
+/// Four of a slot's marks, one bit each in one byte, so that the express lane asks them
+/// with one test (as four `bool`s: four loads and four branches, which took 0.45 ns of
+/// its 8.1 per 64-byte message in criterion).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Flags(u8);
+
+impl Flags {
+    pub(crate) const NONE: Self = Self(0);
+    /// A new connection's: writable, nothing else.
+    pub(crate) const OPENED: Self = Self(Self::WRITABLE);
+    /// Readiness: "a write may make progress" (see [`Slot::readable`]).
+    pub(crate) const WRITABLE: u8 = 1;
+    /// On the run queue.
+    pub(crate) const QUEUED: u8 = 1 << 1;
+    /// The last read filled its buffer: prefer a large buffer next time.
+    pub(crate) const BULK: u8 = 1 << 2;
+    /// The peer's end-of-stream is known and not yet dealt with. Before it is read: the
+    /// readiness source reported it ([`Server::on_read_closed`](crate::Server::on_read_closed)),
+    /// so reads go on to it, short reads or not. After (`PeerClosed`): a general
+    /// service's `end` is still to be called.
+    pub(crate) const PEER_FIN: u8 = 1 << 3;
+
+    #[inline(always)]
+    pub(crate) fn has(self, mark: u8) -> bool {
+        self.0 & mark != 0
+    }
+
+    /// Sets `mark` to `on`, without a branch.
+    #[inline(always)]
+    pub(crate) fn set(&mut self, mark: u8, on: bool) {
+        self.0 = (self.0 & !mark) | (u8::from(on) * mark);
+    }
+
+    /// Sets `mark` if `on`, else leaves it as it was.
+    #[inline(always)]
+    pub(crate) fn add(&mut self, mark: u8, on: bool) {
+        self.0 |= u8::from(on) * mark;
+    }
+
+    /// Writable, and neither queued, bulk nor with an end-of-stream to deal with: the
+    /// marks' part of the express lane's "quiet".
+    #[inline(always)]
+    pub(crate) fn quiet(self) -> bool {
+        self.0 & (Self::WRITABLE | Self::QUEUED | Self::BULK | Self::PEER_FIN) == Self::WRITABLE
+    }
+}
+
 /// The fixed header of one connection slot: the only memory an idle connection costs.
 ///
 /// The caller provides an array of these (one per connection the server may hold) and
@@ -178,16 +225,8 @@ pub struct Slot {
     /// Readiness: "a read/write may make progress". Cleared by would-block, set by a new
     /// polling pass or by a readiness event.
     pub(crate) readable: bool,
-    pub(crate) writable: bool,
-    /// On the run queue.
-    pub(crate) queued: bool,
-    /// The last read filled its buffer: prefer a large buffer next time.
-    pub(crate) bulk: bool,
-    /// The peer's end-of-stream is known and not yet dealt with. Before it is read: the
-    /// readiness source reported it ([`Server::on_read_closed`](crate::Server::on_read_closed)),
-    /// so reads go on to it, short reads or not. After (`PeerClosed`): a general
-    /// service's `end` is still to be called.
-    pub(crate) peer_fin: bool,
+    /// Writable readiness, and three marks (see [`Flags`]).
+    pub(crate) flags: Flags,
     /// Lingering: ask the transport whether its output is delivered
     /// ([`Action::Probe`](crate::Action::Probe)) at the next visit.
     pub(crate) probe_due: bool,
@@ -221,10 +260,7 @@ impl Slot {
         state: None,
         close_reason: CloseReason::Done,
         readable: false,
-        writable: false,
-        queued: false,
-        bulk: false,
-        peer_fin: false,
+        flags: Flags::NONE,
         probe_due: false,
         generation: 0,
         next: NIL,

@@ -6,7 +6,7 @@ use crate::action::{Action, Admission, ReportError};
 use crate::buffer::{Buffers, Pool, StorageError};
 use crate::config::{Config, Scheduling};
 use crate::conn::{
-    CloseReason, ConnId, ConnState, FlightTable, Flights, InFlight, NoFlights, Slot, NIL,
+    CloseReason, ConnId, ConnState, Flags, FlightTable, Flights, InFlight, NoFlights, Slot, NIL,
 };
 use crate::driver::{Served, Stream};
 use crate::list::{Links, List};
@@ -562,7 +562,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
                 let slot = &mut self.slots[idx as usize];
                 if slot.state.is_some() {
                     slot.readable = true;
-                    slot.writable = true;
+                    slot.flags.set(Flags::WRITABLE, true);
                     self.schedule(idx);
                 }
             }
@@ -639,7 +639,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         }
         let slot = if !self.service.is_transform()
             && slot.len == 0
-            && ((state == ConnState::PeerClosed && slot.peer_fin)
+            && ((state == ConnState::PeerClosed && slot.flags.has(Flags::PEER_FIN))
                 || (state == ConnState::Draining
                     && slot.held > 0
                     && !(Self::completes(&self.config)
@@ -663,7 +663,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         };
         // (In completion scheduling a read or write in flight keeps its direction marked
         // not ready: no second one is asked for.)
-        if slot.len > 0 && slot.writable && state.may_send() {
+        if slot.len > 0 && slot.flags.has(Flags::WRITABLE) && state.may_send() {
             let max = slot.len;
             let (range, wrapped) = self.output(idx, max);
             self.visit_ops += 1;
@@ -718,7 +718,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             && has_room(&self.pool, self.service.is_transform(), slot)
         {
             if slot.block == NIL {
-                match self.pool.alloc(slot.bulk) {
+                match self.pool.alloc(slot.flags.has(Flags::BULK)) {
                     Some(block) => self.slots[idx as usize].block = block,
                     // A read that would only wait for data does not queue for a buffer.
                     None if wait && !slot.readable => return None,
@@ -799,7 +799,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         };
         state == ConnState::Closing
             || slot.probe_due
-            || (slot.len > 0 && slot.writable && state.may_send())
+            || (slot.len > 0 && slot.flags.has(Flags::WRITABLE) && state.may_send())
             || (slot.len == 0 && matches!(state, ConnState::PeerClosed | ConnState::Draining))
             || (self.waits_for_data() && self.gives_back(idx))
             || (state.may_recv()
@@ -812,10 +812,10 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
 
     fn schedule(&mut self, idx: u32) {
         let slot = &mut self.slots[idx as usize];
-        if slot.queued || idx == self.current {
+        if slot.flags.has(Flags::QUEUED) || idx == self.current {
             return;
         }
-        slot.queued = true;
+        slot.flags.set(Flags::QUEUED, true);
         slot.next = NIL;
         match self.queue_tail {
             NIL => self.queue_head = idx,
@@ -833,7 +833,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         }
         let slot = &mut self.slots[idx as usize];
         self.queue_head = slot.next;
-        slot.queued = false;
+        slot.flags.set(Flags::QUEUED, false);
         slot.next = NIL;
         self.queue_len -= 1;
         if self.queue_head == NIL {
@@ -887,7 +887,8 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         slot.readable
             && slot.state.is_some_and(ConnState::may_recv)
             && self.buffer_waiters.front().is_none()
-            && self.pool.is_large(slot.block) == (slot.bulk && self.pool.large_size().is_some())
+            && self.pool.is_large(slot.block)
+                == (slot.flags.has(Flags::BULK) && self.pool.large_size().is_some())
     }
 
     /// Where the oldest `len` pending bytes of `idx` are: up to the end of its ring, then
@@ -922,8 +923,9 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         while let Some(idx) = self.buffer_waiters.pop_front(self.slots, wait_links) {
             let slot = &mut self.slots[idx as usize];
             // Those that read, and those whose service still has to end.
-            let wants =
-                |s: ConnState| s.may_recv() || (s == ConnState::PeerClosed && slot.peer_fin);
+            let wants = |s: ConnState| {
+                s.may_recv() || (s == ConnState::PeerClosed && slot.flags.has(Flags::PEER_FIN))
+            };
             if slot.block == NIL && slot.state.is_some_and(wants) {
                 slot.block = block;
                 self.schedule(idx);
@@ -1121,7 +1123,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         };
         let slot = &mut self.slots[idx as usize];
         slot.readable |= readable;
-        slot.writable |= writable;
+        slot.flags.add(Flags::WRITABLE, writable);
     }
 
     /// Completion scheduling: the `Recv` or `Send` being planned stays in flight until it
@@ -1136,7 +1138,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             }
             Pending::Send { conn, max } => {
                 self.in_flight[conn.index()].send = Some(max);
-                self.slots[conn.index()].writable = false;
+                self.slots[conn.index()].flags.set(Flags::WRITABLE, false);
             }
             _ => {}
         }
@@ -1370,7 +1372,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     fn service_closed(&mut self, idx: u32) {
         let slot = &mut self.slots[idx as usize];
         if slot.state == Some(ConnState::PeerClosed) {
-            slot.peer_fin = false;
+            slot.flags.set(Flags::PEER_FIN, false);
         }
         self.discard_input(idx);
         self.drain(idx);
@@ -1398,7 +1400,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             self.call_service(idx, true);
             let slot = &mut self.slots[idx as usize];
             slot.held = 0;
-            slot.peer_fin = false;
+            slot.flags.set(Flags::PEER_FIN, false);
         } else {
             self.discard_input(idx);
         }
@@ -1430,7 +1432,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         *slot = Slot {
             state: Some(ConnState::Open),
             readable: true,
-            writable: true,
+            flags: Flags::OPENED,
             generation: slot.generation,
             deadline,
             ..Slot::EMPTY
@@ -1553,7 +1555,10 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
                 let slot = &mut self.slots[idx as usize];
                 slot.readable = false;
                 // A general service still has to end the stream.
-                slot.peer_fin = !self.service.is_transform() && state == ConnState::Open;
+                slot.flags.set(
+                    Flags::PEER_FIN,
+                    !self.service.is_transform() && state == ConnState::Open,
+                );
                 slot.state = Some(if state == ConnState::Lingering {
                     slot.close_reason = CloseReason::Done;
                     ConnState::Closing
@@ -1565,7 +1570,10 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
                 self.pass_progress = true;
                 self.progressed(idx, now);
                 let slot = &mut self.slots[idx as usize];
-                if self.config.short_reads_drain && n < max as usize && !slot.peer_fin {
+                if self.config.short_reads_drain
+                    && n < max as usize
+                    && !slot.flags.has(Flags::PEER_FIN)
+                {
                     slot.readable = false;
                 }
                 if state == ConnState::Lingering {
@@ -1574,7 +1582,8 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
                     let range = self.pool.range(slot.block, start, n as u32);
                     // A read that filled the space offered, or a small buffer's worth, is
                     // bulk: the next buffer this connection gets is a large one.
-                    slot.bulk = n as u32 >= max.min(self.pool.small_size());
+                    slot.flags
+                        .set(Flags::BULK, n as u32 >= max.min(self.pool.small_size()));
                     self.stats.bytes_in += n as u64;
                     if self.service.is_transform() {
                         slot.len += n as u32;
@@ -1652,7 +1661,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         let closing = self.completion() && self.slot_state(idx) == ConnState::Closing;
         if self.completion() {
             // Writable as it was when the write was asked for; the outcome says the rest.
-            self.slots[idx as usize].writable = true;
+            self.slots[idx as usize].flags.set(Flags::WRITABLE, true);
         }
         match outcome {
             // A write that failed after its connection began closing changes nothing.
@@ -1692,7 +1701,9 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
                     self.give_back_block(idx);
                 }
             }
-            Err(nb::Error::WouldBlock) => self.slots[idx as usize].writable = false,
+            Err(nb::Error::WouldBlock) => {
+                self.slots[idx as usize].flags.set(Flags::WRITABLE, false);
+            }
             Err(nb::Error::Other(ErrorKind::Interrupted)) => {}
             Err(nb::Error::Other(kind)) => self.fail(idx, kind),
         }
@@ -1713,7 +1724,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             }
             if flight.send.is_none() && flight.write_edge {
                 flight.write_edge = false;
-                slot.writable = true;
+                slot.flags.set(Flags::WRITABLE, true);
             }
             if idx != self.current {
                 self.requeue(idx);
@@ -1855,7 +1866,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         // Readiness scheduling (the lane's condition): readiness is marked as reported,
         // the readable flag only on the ways out that do not set it from the read (marked
         // here, once for all, it cost 7 instructions per message in the epoll driver).
-        slot.writable |= writable;
+        slot.flags.add(Flags::WRITABLE, writable);
         // The stream is looked up only for a quiet connection.
         let stream = streams
             .get_mut(conn.index())
@@ -1916,7 +1927,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
             }));
         }
         // The rest as a pass: the output is pending, then the write's outcome.
-        slot.bulk = n == max;
+        slot.flags.set(Flags::BULK, n == max);
         self.pool.take_small(block);
         slot.block = block;
         slot.len = n as u32;
@@ -1947,10 +1958,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     fn is_quiet(slot: &Slot, now: Instant) -> bool {
         slot.state == Some(ConnState::Open)
             && slot.block == NIL
-            && !slot.queued
-            && !slot.bulk
-            && !slot.peer_fin
-            && slot.writable
+            && slot.flags.quiet()
             && slot.deadline > now
     }
 
@@ -1962,7 +1970,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
     /// connection is read until the end-of-stream, short reads or not.
     pub fn on_read_closed(&mut self, conn: ConnId) -> Result<(), ReportError> {
         let idx = self.live(conn)?;
-        self.slots[idx as usize].peer_fin = true;
+        self.slots[idx as usize].flags.set(Flags::PEER_FIN, true);
         self.on_ready(conn, true, false)
     }
 
