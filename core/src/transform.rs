@@ -40,8 +40,20 @@ impl Transform for Uppercase {
         for chunk in &mut chunks {
             upper(chunk);
         }
-        upper(chunks.into_remainder());
+        let rest = chunks.into_remainder();
+        if !rest.is_empty() {
+            upper_rest(rest);
+        }
     }
+}
+
+/// The bytes after the last 64-byte block. Out of line: inline, the constants of its own
+/// vector loop were loaded on every call, before the first block, whatever the length (the
+/// express lane in criterion at 64 B: 7.9 ns against 7.5 out of line). A tail costs a call
+/// instead, and no more instructions (the core alone at 100 B: 213 against 217).
+#[inline(never)]
+fn upper_rest(bytes: &mut [u8]) {
+    upper(bytes);
 }
 
 /// What moves `a..=z`, wrapping, to the 26 largest signed bytes (`0x66..=0x7f`).
