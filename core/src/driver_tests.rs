@@ -396,3 +396,37 @@ fn the_express_lane_waits_for_the_operation_pending_and_the_visit_under_way() {
     assert_eq!(script(&mut d, first).written, b"A");
     assert_eq!(script(&mut d, second).written, b"B");
 }
+
+#[test]
+fn the_express_lane_leaves_a_queued_connection_its_turn() {
+    // Both connections on the run queue, the first ahead, between steps (no operation
+    // pending, no visit under way): a readiness report of the second, otherwise quiet,
+    // does not serve it ahead of the first.
+    let (mut d, first) = accepted(readiness());
+    let Step::Accepted(second) = d.step(T0) else {
+        panic!("a second accept")
+    };
+    d.listener = AcceptFn(no_stream as _);
+    assert!(matches!(until_wait(&mut d)[..], [.., Step::Wait(_)]));
+    assert!(matches!(until_wait(&mut d)[..], [Step::Wait(None)]));
+    for (conn, byte) in [(first, b'a'), (second, b'b')] {
+        script(&mut d, conn).reads.push(Ok(vec![byte]));
+        script(&mut d, conn).writes.push(Ok(1));
+        d.server_mut().on_ready(conn, true, true).unwrap();
+    }
+    assert_eq!(d.on_ready(T0, second, true, true), Ok(None));
+    assert_eq!(script(&mut d, second).reads.len(), 1, "not read");
+    let served: Vec<ConnId> = until_wait(&mut d)
+        .iter()
+        .filter_map(|step| match step {
+            Step::Recv {
+                conn,
+                outcome: Ok(1),
+            } => Some(*conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(served, [first, second], "in the queue's order");
+    assert_eq!(script(&mut d, first).written, b"A");
+    assert_eq!(script(&mut d, second).written, b"B");
+}
