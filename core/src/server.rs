@@ -1037,9 +1037,11 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
 
     /// The earliest idle deadline.
     fn next_deadline(&self) -> Instant {
+        // A list's ids are its slots' (`get`: no panic to keep where the answer is unused).
         self.timers
             .front()
-            .map_or(Instant::MAX, |idx| self.slots[idx as usize].deadline)
+            .and_then(|idx| self.slots.get(idx as usize))
+            .map_or(Instant::MAX, |slot| slot.deadline)
     }
 
     /// Progress on `idx` at `now`: its idle deadline moves to `now` plus the timeout, and
