@@ -1861,8 +1861,15 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         // One borrow of the slot for the whole lane, its bounds checked once: the server's
         // fields beside it are disjoint, so reading and writing them needs no new lookup.
         let idx = conn.index;
-        let slot = match self.slots.get_mut(conn.index()) {
-            Some(slot) if Self::holds(slot, conn) => slot,
+        // Open and of this generation: live, and the first of the quiet conditions (one
+        // test of the state where liveness and quiet would ask it twice).
+        let (slot, open) = match self.slots.get_mut(conn.index()) {
+            Some(slot)
+                if slot.state == Some(ConnState::Open) && slot.generation == conn.generation =>
+            {
+                (slot, true)
+            }
+            Some(slot) if Self::holds(slot, conn) => (slot, false),
             _ => return Err(ReportError::StaleConn(conn)),
         };
         // Readiness scheduling (the lane's condition): readiness is marked as reported,
@@ -1872,7 +1879,7 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         // The stream is looked up only for a quiet connection.
         let stream = streams
             .get_mut(conn.index())
-            .filter(|_| Self::is_quiet(slot, now));
+            .filter(|_| open && Self::is_quiet(slot, now));
         let Some(stream) = stream.and_then(Option::as_mut) else {
             // Not the current visit's connection: there is none.
             slot.readable = true;
@@ -1949,19 +1956,16 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         }))
     }
 
-    /// See [`on_ready_express`](Self::on_ready_express): the slot's part of being quiet
-    /// (the caller checks the server's: express lane on, no operation pending, no visit
-    /// under way). Two conditions hold without a test: a stop drains every open
+    /// See [`on_ready_express`](Self::on_ready_express): the slot's part of being quiet,
+    /// once it is known open (the caller checks that, with its liveness, and the server's
+    /// part: express lane on, no operation pending, no visit under way). Two conditions hold without a test: a stop drains every open
     /// connection at once (so an open one means no stop began), and a connection waits
     /// for a buffer only when none can be lent, each one released going to the first in
     /// line (so with any waiting, no small block is free for the lane, and the readiness is
     /// queued).
     #[inline(always)]
     fn is_quiet(slot: &Slot, now: Instant) -> bool {
-        slot.state == Some(ConnState::Open)
-            && slot.block == NIL
-            && slot.flags.quiet()
-            && slot.deadline > now
+        slot.block == NIL && slot.flags.quiet() && slot.deadline > now
     }
 
     /// Readiness drivers: the peer of `conn` closed its side (epoll's `EPOLLRDHUP`), so
