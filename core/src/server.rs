@@ -1855,7 +1855,13 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         cx: &mut C,
     ) -> Result<Option<Served>, ReportError> {
         // The server's part of being quiet; short of it, the readiness is only queued.
-        if !(self.express && readable && self.pending.is_none() && self.current == NIL) {
+        // A waiting server is between steps, and one load says so (the core alone: 143 ->
+        // 139 instructions per message): it began waiting with no operation pending and no
+        // visit under way, and only a poll that does not answer `Wait` starts either.
+        if !(self.express
+            && readable
+            && (self.waiting || self.pending.is_none() && self.current == NIL))
+        {
             return self.on_ready(conn, readable, writable).map(|()| None);
         }
         // One borrow of the slot for the whole lane, its bounds checked once: the server's
