@@ -166,8 +166,8 @@ impl fmt::Display for CloseReason {
 pub(crate) const NIL: u32 = u32::MAX;
 
 /// Four of a slot's marks, one bit each in one byte, so that the express lane asks them
-/// with one test (as four `bool`s: four loads and four branches, which took 0.45 ns of
-/// its 8.1 per 64-byte message in criterion).
+/// with one test (as four `bool`s: four loads and four branches; the lane in criterion,
+/// per 64-byte message: 8.12 ns against 7.89).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Flags(u8);
 
