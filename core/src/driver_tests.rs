@@ -339,6 +339,19 @@ fn script_len(driver: &TestDriver) -> usize {
     driver.streams.iter().flatten().count()
 }
 
+/// A readiness driver with two connections accepted, the listener done, and both
+/// waited on once (settled: nothing to do).
+fn two_settled() -> (TestDriver, ConnId, ConnId) {
+    let (mut d, first) = accepted(readiness());
+    let Step::Accepted(second) = d.step(T0) else {
+        panic!("a second accept")
+    };
+    d.listener = AcceptFn(no_stream as _);
+    assert!(matches!(until_wait(&mut d)[..], [.., Step::Wait(_)]));
+    assert!(matches!(until_wait(&mut d)[..], [Step::Wait(None)]));
+    (d, first, second)
+}
+
 #[test]
 fn the_express_lane_waits_for_the_operation_pending_and_the_visit_under_way() {
     let recv = |conn| Step::Recv {
@@ -372,13 +385,7 @@ fn the_express_lane_waits_for_the_operation_pending_and_the_visit_under_way() {
 
     // A visit under way (another connection's read reported, its write not yet asked):
     // the quiet connection's readiness is queued, then served by the pass.
-    let (mut d, first) = accepted(readiness());
-    let Step::Accepted(second) = d.step(T0) else {
-        panic!("a second accept")
-    };
-    d.listener = AcceptFn(no_stream as _);
-    assert!(matches!(until_wait(&mut d)[..], [.., Step::Wait(_)]));
-    assert!(matches!(until_wait(&mut d)[..], [Step::Wait(None)]));
+    let (mut d, first, second) = two_settled();
     script(&mut d, first).reads.push(Ok(b"a".to_vec()));
     script(&mut d, first).writes.push(Ok(1));
     d.server_mut().on_ready(first, true, true).unwrap();
@@ -402,13 +409,7 @@ fn the_express_lane_leaves_a_queued_connection_its_turn() {
     // Both connections on the run queue, the first ahead, between steps (no operation
     // pending, no visit under way): a readiness report of the second, otherwise quiet,
     // does not serve it ahead of the first.
-    let (mut d, first) = accepted(readiness());
-    let Step::Accepted(second) = d.step(T0) else {
-        panic!("a second accept")
-    };
-    d.listener = AcceptFn(no_stream as _);
-    assert!(matches!(until_wait(&mut d)[..], [.., Step::Wait(_)]));
-    assert!(matches!(until_wait(&mut d)[..], [Step::Wait(None)]));
+    let (mut d, first, second) = two_settled();
     for (conn, byte) in [(first, b'a'), (second, b'b')] {
         script(&mut d, conn).reads.push(Ok(vec![byte]));
         script(&mut d, conn).writes.push(Ok(1));
