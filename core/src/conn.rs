@@ -175,7 +175,8 @@ impl Flags {
     pub(crate) const NONE: Self = Self(0);
     /// A new connection's: writable, nothing else.
     pub(crate) const OPENED: Self = Self(Self::WRITABLE);
-    /// Readiness: "a write may make progress" (see [`Slot::readable`]).
+    /// Readiness: "a write may make progress". Cleared by would-block, set by a new
+    /// polling pass or by a readiness event.
     pub(crate) const WRITABLE: u8 = 1;
     /// On the run queue.
     pub(crate) const QUEUED: u8 = 1 << 1;
@@ -222,8 +223,8 @@ pub struct Slot {
     pub(crate) state: Option<ConnState>,
     /// Set with `state = Closing`.
     pub(crate) close_reason: CloseReason,
-    /// Readiness: "a read/write may make progress". Cleared by would-block, set by a new
-    /// polling pass or by a readiness event.
+    /// Readiness: "a read may make progress" (a write's: [`Flags::WRITABLE`]). Cleared by
+    /// would-block, set by a new polling pass or by a readiness event.
     pub(crate) readable: bool,
     /// Writable readiness, and three marks (see [`Flags`]).
     pub(crate) flags: Flags,

@@ -1858,6 +1858,10 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         // A waiting server is between steps, and one load says so (the core alone: 143 ->
         // 139 instructions per message): it began waiting with no operation pending and no
         // visit under way, and only a poll that does not answer `Wait` starts either.
+        debug_assert!(
+            !self.waiting || self.pending.is_none() && self.current == NIL,
+            "waiting, but an operation is pending or a visit under way"
+        );
         if !(self.express
             && readable
             && (self.waiting || self.pending.is_none() && self.current == NIL))
@@ -1962,13 +1966,13 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         }))
     }
 
-    /// See [`on_ready_express`](Self::on_ready_express): the slot's part of being quiet,
-    /// once it is known open (the caller checks that, with its liveness, and the server's
-    /// part: express lane on, no operation pending, no visit under way). Two conditions hold without a test: a stop drains every open
-    /// connection at once (so an open one means no stop began), and a connection waits
-    /// for a buffer only when none can be lent, each one released going to the first in
-    /// line (so with any waiting, no small block is free for the lane, and the readiness is
-    /// queued).
+    /// See [`on_ready_express`](Self::on_ready_express): the slot's part of being quiet, once
+    /// it is known open (the caller checks that, with its liveness, and the server's part:
+    /// express lane on, no operation pending, no visit under way). Two conditions hold without
+    /// a test: a stop drains every open connection at once (so an open one means no stop
+    /// began), and a connection waits for a buffer only when none can be lent, each one
+    /// released going to the first in line (so with any waiting, no small block is free for the
+    /// lane, and the readiness is queued).
     #[inline(always)]
     fn is_quiet(slot: &Slot, now: Instant) -> bool {
         slot.block == NIL && slot.flags.quiet() && slot.deadline > now
