@@ -445,6 +445,13 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         }
     }
 
+    /// No operation pending and no visit under way: a driver may report readiness and
+    /// have it served at once (the express lane).
+    #[inline(always)]
+    fn between_steps(&self) -> bool {
+        self.pending.is_none() && self.current == NIL
+    }
+
     /// See [`poll`](Self::poll).
     #[inline]
     fn is_idle(&self) -> bool {
@@ -1859,13 +1866,10 @@ impl<'a, T: Service, F: Flights> Server<'a, T, F> {
         // 139 instructions per message): it began waiting with no operation pending and no
         // visit under way, and only a poll that does not answer `Wait` starts either.
         debug_assert!(
-            !self.waiting || self.pending.is_none() && self.current == NIL,
+            !self.waiting || self.between_steps(),
             "waiting, but an operation is pending or a visit under way"
         );
-        if !(self.express
-            && readable
-            && (self.waiting || self.pending.is_none() && self.current == NIL))
-        {
+        if !(self.express && readable && (self.waiting || self.between_steps())) {
             return self.on_ready(conn, readable, writable).map(|()| None);
         }
         // One borrow of the slot for the whole lane, its bounds checked once: the server's
